@@ -1,0 +1,49 @@
+//! A server type's component, compiled and linked once: instances are made from it cheaply.
+
+use std::path::Path;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings::{Server, ServerPre};
+use crate::engine::{Runtime, RuntimeError};
+use crate::host::HostState;
+
+/// A compiled `kiwano:server` component with all its imports resolved.
+#[derive(Clone)]
+pub struct Component {
+    pub(crate) pre: ServerPre<HostState>,
+    pub(crate) path: String,
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Component {
+    /// Reads, compiles and links the component at `path`.
+    ///
+    /// # Errors
+    /// An unreadable file, or a component that does not compile or does not fit the world.
+    pub fn load(runtime: &Runtime, path: &Path) -> Result<Self, RuntimeError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read { path: shown.clone(), source })?;
+        let invalid = |source| RuntimeError::Invalid { path: shown.clone(), source };
+        let component = wasmtime::component::Component::from_binary(&runtime.engine, &bytes).map_err(invalid)?;
+        Self::link(runtime, &component, shown.clone())
+    }
+
+    fn link(runtime: &Runtime, component: &wasmtime::component::Component, path: String) -> Result<Self, RuntimeError> {
+        let invalid = |source| RuntimeError::Invalid { path: path.clone(), source };
+        let mut linker: Linker<HostState> = Linker::new(&runtime.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(invalid)?;
+        Server::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(invalid)?;
+        // Imports outside the world and WASI (e.g. wasi:http pulled in by a toolchain) trap if
+        // called instead of refusing the component.
+        linker.define_unknown_imports_as_traps(component).map_err(invalid)?;
+        let pre = linker.instantiate_pre(component).map_err(invalid)?;
+        let pre = ServerPre::new(pre).map_err(invalid)?;
+        Ok(Self { pre, path })
+    }
+}

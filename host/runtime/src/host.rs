@@ -1,0 +1,356 @@
+//! What the guest can reach: the store's data, the `call-context` resource, the log and WASI
+//! stdout/stderr, all tagged with the server type, route and session of the call in progress.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{context, log, types};
+
+/// An error as a guest and a client see it: a Pitaya code, a message, metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GuestError {
+    /// e.g. `PIT-400`; empty means `PIT-000`.
+    pub code: String,
+    /// Message.
+    pub msg: String,
+    /// Extra pairs.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl GuestError {
+    /// An error without metadata.
+    pub fn new(code: impl Into<String>, msg: impl Into<String>) -> Self {
+        Self { code: code.into(), msg: msg.into(), metadata: Vec::new() }
+    }
+}
+
+impl From<GuestError> for types::Error {
+    fn from(e: GuestError) -> Self {
+        Self { code: e.code, msg: e.msg, metadata: e.metadata }
+    }
+}
+
+impl From<types::Error> for GuestError {
+    fn from(e: types::Error) -> Self {
+        Self { code: e.code, msg: e.msg, metadata: e.metadata }
+    }
+}
+
+/// The session a call is made for, as the server exposes it to guests. Implemented by the
+/// server's session type; every method is quick and never blocks on I/O.
+pub trait SessionHandle: Send + Sync {
+    /// The session id.
+    fn id(&self) -> u64;
+    /// The bound uid.
+    fn uid(&self) -> Option<String>;
+    /// Binds a uid.
+    ///
+    /// # Errors
+    /// An empty uid, an already bound session.
+    fn bind(&self, uid: &str) -> Result<(), GuestError>;
+    /// One data value as JSON text.
+    fn get(&self, key: &str) -> Option<String>;
+    /// Sets one data value from JSON text.
+    ///
+    /// # Errors
+    /// Invalid JSON.
+    fn set(&self, key: &str, value: &str) -> Result<(), GuestError>;
+    /// The whole data map as a JSON object.
+    fn data(&self) -> String;
+    /// Replaces the whole data map from a JSON object.
+    ///
+    /// # Errors
+    /// Anything but a JSON object.
+    fn set_data(&self, data: &str) -> Result<(), GuestError>;
+    /// Pushes a message to this session.
+    ///
+    /// # Errors
+    /// A closed session.
+    fn push(&self, route: &str, body: &[u8]) -> Result<(), GuestError>;
+    /// Kicks this session.
+    ///
+    /// # Errors
+    /// A closed session.
+    fn kick(&self) -> Result<(), GuestError>;
+    /// The handshake as a JSON object.
+    fn handshake(&self) -> String;
+    /// The client's address.
+    fn remote_address(&self) -> String;
+}
+
+/// The resource behind a `call-context` handle: it only marks the handle valid for the call in
+/// progress; the session itself is in [`HostState::call`].
+#[derive(Debug)]
+pub struct CallToken;
+
+/// What is logged with every guest record and every line the guest writes to stdout/stderr.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LogTag {
+    pub server_type: Arc<str>,
+    pub instance: u32,
+    pub route: String,
+    pub session: u64,
+}
+
+/// The data of one instance's store.
+pub(crate) struct HostState {
+    /// WASI with an empty context: no files, sockets, environment or arguments.
+    pub wasi: WasiCtx,
+    /// Resources handed to the guest (the per-call `call-context`).
+    pub table: ResourceTable,
+    /// The instance's memory cap.
+    pub limits: MemoryCap,
+    /// The session of the call in progress.
+    pub call: Option<Arc<dyn SessionHandle>>,
+    /// Log tag, shared with the stdout/stderr streams.
+    pub tag: Arc<Mutex<LogTag>>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl HostState {
+    pub(crate) fn new(tag: Arc<Mutex<LogTag>>, memory_limit: usize) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput { tag: tag.clone(), stream: "stdout", line: Vec::new() })
+            .stderr(GuestOutput { tag: tag.clone(), stream: "stderr", line: Vec::new() })
+            .build();
+        Self { wasi, table: ResourceTable::new(), limits: MemoryCap::new(memory_limit), call: None, tag }
+    }
+
+    fn session(&self, res: &Resource<CallToken>) -> wasmtime::Result<&Arc<dyn SessionHandle>> {
+        self.table.get(res)?;
+        self.call.as_ref().ok_or_else(|| wasmtime::Error::msg("call-context used outside of its call"))
+    }
+}
+
+/// A memory cap per instance that remembers whether it was hit, so a trap that follows can be
+/// reported as out-of-memory.
+pub(crate) struct MemoryCap {
+    limits: StoreLimits,
+    max: usize,
+    pub hit: bool,
+}
+
+impl MemoryCap {
+    fn new(max: usize) -> Self {
+        let limits = wasmtime::StoreLimitsBuilder::new().memory_size(max).instances(64).tables(64).memories(16).build();
+        Self { limits, max, hit: false }
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        self.limits.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+fn emit(tag: &LogTag, level: types::Level, msg: &str) {
+    let (t, i, r, s) = (&*tag.server_type, tag.instance, tag.route.as_str(), tag.session);
+    match level {
+        types::Level::Trace => tracing::trace!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
+        types::Level::Debug => tracing::debug!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
+        types::Level::Info => tracing::info!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
+        types::Level::Warn => tracing::warn!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
+        types::Level::Error => tracing::error!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: types::Level, message: String) {
+        emit(&self.tag.lock(), level, &message);
+    }
+}
+
+impl types::Host for HostState {}
+
+impl context::Host for HostState {}
+
+impl context::HostCallContext for HostState {
+    fn session_id(&mut self, ctx: Resource<CallToken>) -> u64 {
+        self.session(&ctx).map(|s| s.id()).unwrap_or(0)
+    }
+
+    fn uid(&mut self, ctx: Resource<CallToken>) -> Option<String> {
+        self.session(&ctx).ok().and_then(|s| s.uid())
+    }
+
+    fn bind(&mut self, ctx: Resource<CallToken>, uid: String) -> Result<(), types::Error> {
+        self.with(&ctx, |s| s.bind(&uid))
+    }
+
+    fn get(&mut self, ctx: Resource<CallToken>, key: String) -> Option<String> {
+        self.session(&ctx).ok().and_then(|s| s.get(&key))
+    }
+
+    fn set(&mut self, ctx: Resource<CallToken>, key: String, value: String) -> Result<(), types::Error> {
+        self.with(&ctx, |s| s.set(&key, &value))
+    }
+
+    fn data(&mut self, ctx: Resource<CallToken>) -> String {
+        self.session(&ctx).map(|s| s.data()).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    fn set_data(&mut self, ctx: Resource<CallToken>, data: String) -> Result<(), types::Error> {
+        self.with(&ctx, |s| s.set_data(&data))
+    }
+
+    fn push(&mut self, ctx: Resource<CallToken>, route: String, body: Vec<u8>) -> Result<(), types::Error> {
+        self.with(&ctx, |s| s.push(&route, &body))
+    }
+
+    fn kick(&mut self, ctx: Resource<CallToken>) -> Result<(), types::Error> {
+        self.with(&ctx, |s| s.kick())
+    }
+
+    fn handshake(&mut self, ctx: Resource<CallToken>) -> String {
+        self.session(&ctx).map(|s| s.handshake()).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    fn remote_address(&mut self, ctx: Resource<CallToken>) -> String {
+        self.session(&ctx).map(|s| s.remote_address()).unwrap_or_default()
+    }
+
+    fn drop(&mut self, ctx: Resource<CallToken>) -> wasmtime::Result<()> {
+        // The host deletes the entry itself after the call; a guest drop of a borrow never
+        // reaches here, an own handle cannot exist.
+        let _ = self.table.delete(ctx);
+        Ok(())
+    }
+}
+
+impl HostState {
+    fn with(
+        &self,
+        ctx: &Resource<CallToken>,
+        f: impl FnOnce(&Arc<dyn SessionHandle>) -> Result<(), GuestError>,
+    ) -> Result<(), types::Error> {
+        match self.session(ctx) {
+            Ok(s) => f(s).map_err(Into::into),
+            Err(_) => Err(GuestError::new("PIT-500", "call-context used outside of its call").into()),
+        }
+    }
+}
+
+/// A guest's stdout or stderr: complete lines go to the host log with the call's tag.
+struct GuestOutput {
+    tag: Arc<Mutex<LogTag>>,
+    stream: &'static str,
+    line: Vec<u8>,
+}
+
+impl GuestOutput {
+    /// Largest partial line kept before it is logged anyway.
+    const MAX_LINE: usize = 8 << 10;
+
+    fn take(&mut self, bytes: &[u8]) {
+        for chunk in bytes.split_inclusive(|b| *b == b'\n') {
+            self.line.extend_from_slice(chunk);
+            if self.line.ends_with(b"\n") || self.line.len() >= Self::MAX_LINE {
+                self.flush_line();
+            }
+        }
+    }
+
+    fn flush_line(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let level = if self.stream == "stderr" { types::Level::Warn } else { types::Level::Info };
+        emit(&self.tag.lock(), level, &format!("[{}] {text}", self.stream));
+        self.line.clear();
+    }
+
+    fn fresh(&self) -> Self {
+        Self { tag: self.tag.clone(), stream: self.stream, line: Vec::new() }
+    }
+}
+
+impl Drop for GuestOutput {
+    fn drop(&mut self) {
+        self.flush_line();
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        self.take(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 << 10)
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestOutput {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.get_mut().take(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.fresh())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.fresh())
+    }
+}

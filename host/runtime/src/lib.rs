@@ -1,0 +1,24 @@
+//! Kiwano's Wasm runtime.
+//!
+//! One wasmtime [`Engine`](wasmtime::Engine) per process ([`Runtime`]): epoch interruption for
+//! call deadlines, the pooling allocator sized for Rust, Python and JavaScript components, and
+//! `concurrency_support(false)` (the `kiwano:server` world is synchronous, and the CM-async task
+//! set-up would otherwise cost every call). Each server type's component is prepared once
+//! ([`Component::load`]) and served by a [`ServerPool`]: N warm instances, each owned by a
+//! thread of its own, so guest CPU never runs on the I/O threads. A call's affinity key picks the
+//! instance. A trap, deadline or out-of-memory fails that one call; the instance is dropped and
+//! rebuilt from the prepared component before its next call.
+//!
+//! This crate knows nothing of sockets: the server hands each call a [`SessionHandle`] through
+//! which the guest's `call-context` reaches the session.
+
+mod bindings;
+mod component;
+mod engine;
+mod host;
+mod pool;
+
+pub use component::Component;
+pub use engine::{Runtime, RuntimeConfig, RuntimeError};
+pub use host::{GuestError, SessionHandle};
+pub use pool::{Affinity, Call, CallError, Description, HandlerKind, PoolConfig, ServerPool};
