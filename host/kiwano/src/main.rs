@@ -1,1 +1,92 @@
-fn main() {}
+//! The `kiwano` binary.
+//!
+//! - `kiwano run <project-dir>`: builds the project's components whose sources changed, then
+//!   serves every server type of its `kiwano.toml` until SIGINT or SIGTERM.
+//! - `kiwano build <project-dir>`: only the build step.
+//!
+//! Logging follows `KIWANO_LOG` (an `EnvFilter` directive, default `info`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kiwano_server::{Config, Server, project};
+
+#[derive(Parser)]
+#[command(name = "kiwano", version, about = "A game server that speaks Pitaya and runs its game logic as WebAssembly components")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build what changed and serve a project (its kiwano.toml) until SIGINT/SIGTERM.
+    Run {
+        /// The project directory, holding kiwano.toml.
+        project: PathBuf,
+        /// The config file, if not <project>/kiwano.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Build the components of a project whose sources changed.
+    Build {
+        /// The project directory, holding kiwano.toml.
+        project: PathBuf,
+        /// The config file, if not <project>/kiwano.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KIWANO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { project, config } => run(&project, config),
+        Command::Build { project, config } => load(&project, config).and_then(|c| {
+            let built = project::build_all(&project, &c)?;
+            tracing::info!(?built, "build finished");
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiwano: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(project: &Path, config: Option<PathBuf>) -> anyhow::Result<Config> {
+    let path = config.unwrap_or_else(|| project.join("kiwano.toml"));
+    Ok(Config::load(&path, std::env::vars())?)
+}
+
+fn run(project: &Path, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load(project, config)?;
+    project::build_all(project, &config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the I/O runtime")?;
+    rt.block_on(async {
+        let server = Server::start(config, project).await?;
+        tracing::info!(id = server.id(), "kiwano is serving; SIGINT or SIGTERM stops it");
+        wait_for_signal().await?;
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

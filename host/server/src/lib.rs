@@ -1,1 +1,20 @@
-//! placeholder
+//! Kiwano's server: configuration, acceptors, connections, sessions and routing onto the Wasm
+//! runtime.
+//!
+//! Layers, bottom up: [`wire`] (encoding what the server sends) → [`transport`] (TCP, TLS,
+//! WebSocket, WSS) → [`connection`] (handshake, heartbeat, kick, the per-session FIFO) →
+//! [`session`] → [`router`] (routes and the error table) → the runtime's pools. [`app`] wires
+//! them together from a [`config::Config`]; [`project`] builds a project's components.
+
+pub mod app;
+pub mod config;
+pub mod connection;
+pub mod project;
+pub mod router;
+pub mod session;
+pub mod tls;
+pub mod transport;
+pub mod wire;
+
+pub use app::{BoundAcceptor, Server, StartError};
+pub use config::{Config, ConfigError};

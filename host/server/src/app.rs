@@ -1,0 +1,284 @@
+//! A running Kiwano server: the server types of a project, their pools and acceptors, and
+//! graceful shutdown.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiwano_protocol::RouteDictionary;
+use kiwano_protocol::handshake::HandshakeResponse;
+use kiwano_runtime::{Affinity, Component, PoolConfig, Runtime, RuntimeConfig, ServerPool};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{AcceptorKind, AffinitySetting, Config, SessionConfig};
+use crate::connection;
+use crate::router::ServerType;
+use crate::session::SessionPool;
+use crate::transport::Transport;
+use crate::wire::Wire;
+
+/// Why a server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Wasm engine or a component.
+    #[error(transparent)]
+    Runtime(#[from] kiwano_runtime::RuntimeError),
+    /// A listener could not bind.
+    #[error("server type {server_type}: cannot listen on {address}: {source}")]
+    Bind {
+        /// The server type.
+        server_type: String,
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS files.
+    #[error("server type {server_type}: {msg}")]
+    Tls {
+        /// The server type.
+        server_type: String,
+        /// Why.
+        msg: String,
+    },
+}
+
+/// State shared by every connection of the process.
+#[derive(Debug)]
+pub struct Shared {
+    /// How messages are written.
+    pub wire: Arc<Wire>,
+    /// The handshake responses, built once.
+    pub handshake: HandshakeResponse,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Accept → handshake ack deadline.
+    pub handshake_timeout: Duration,
+    /// Queue sizes and write deadline.
+    pub session: SessionConfig,
+    /// All sessions.
+    pub sessions: Arc<SessionPool>,
+    /// Server types hosted here.
+    pub types: HashMap<String, Arc<ServerType>>,
+    /// Cancelled when shutdown starts.
+    pub shutdown: CancellationToken,
+    /// Connection and dispatcher tasks, awaited at shutdown.
+    pub tracker: TaskTracker,
+}
+
+/// One listening acceptor.
+#[derive(Debug, Clone)]
+pub struct BoundAcceptor {
+    /// The server type it serves.
+    pub server_type: String,
+    /// Its transport.
+    pub kind: AcceptorKind,
+    /// The address it listens on.
+    pub address: SocketAddr,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    acceptors: Vec<BoundAcceptor>,
+    accept_loops: TaskTracker,
+    shutdown_timeout: Duration,
+    id: String,
+}
+
+impl Server {
+    /// Loads the components named by `config` (relative to `project`), starts their pools and
+    /// listens on every acceptor.
+    ///
+    /// # Errors
+    /// See [`StartError`].
+    pub async fn start(config: Config, project: &Path) -> Result<Self, StartError> {
+        let id = if config.app.id.is_empty() {
+            let first = config.servers.keys().next().cloned().unwrap_or_default();
+            format!("{first}-{:08x}", std::collections::hash_map::RandomState::new().build_hasher().finish() as u32)
+        } else {
+            config.app.id.clone()
+        };
+        let runtime = Runtime::new(RuntimeConfig {
+            max_instances: config.runtime.max_instances,
+            max_memory: config.runtime.max_memory,
+        })?;
+        let mut types = HashMap::new();
+        for (name, st) in &config.servers {
+            let path = Config::resolve(project, &st.component);
+            let pool_config = PoolConfig {
+                server_type: name.clone(),
+                server_id: id.clone(),
+                instances: st.instances,
+                call_timeout: st.call_timeout,
+                memory_limit: st.memory_limit,
+                max_response: st.max_response,
+                config_json: serde_json::to_string(&st.config).unwrap_or_else(|_| "{}".into()),
+            };
+            let rt = runtime.clone();
+            // Compiling a component is CPU work: keep it off the I/O threads.
+            let pool = tokio::task::spawn_blocking(move || -> Result<Arc<ServerPool>, kiwano_runtime::RuntimeError> {
+                let component = Component::load(&rt, &path)?;
+                ServerPool::start(&rt, &component, pool_config)
+            })
+            .await
+            .map_err(|e| kiwano_runtime::RuntimeError::Instance { server_type: name.clone(), msg: e.to_string() })??;
+            let affinity = match st.parsed_affinity() {
+                Ok(AffinitySetting::Fixed(a)) => a,
+                _ => pool.description().affinity.clone().unwrap_or(Affinity::Session),
+            };
+            tracing::info!(
+                server_type = %name,
+                instances = pool.instances(),
+                handlers = pool.description().handlers.len(),
+                ?affinity,
+                "server type ready"
+            );
+            types.insert(name.clone(), Arc::new(ServerType { name: name.clone(), pool, affinity, frontend: st.frontend }));
+        }
+        let p = &config.protocol;
+        // Validated with the rest of the config.
+        let dictionary = RouteDictionary::new(p.dictionary.iter().map(|(k, v)| (k, *v))).unwrap_or_default();
+        let handshake = HandshakeResponse::new(&dictionary, p.heartbeat_interval, p.serializer, p.compression);
+        let wire = Arc::new(Wire { dictionary, compress: p.compression, serializer: p.serializer, max_body: p.max_body });
+        let shared = Arc::new(Shared {
+            wire,
+            handshake,
+            heartbeat: p.heartbeat_interval,
+            handshake_timeout: p.handshake_timeout,
+            session: config.session.clone(),
+            sessions: Arc::new(SessionPool::default()),
+            types,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        let accept_loops = TaskTracker::new();
+        let mut acceptors = Vec::new();
+        for (name, st) in &config.servers {
+            for a in &st.acceptors {
+                let tls = match a.kind {
+                    AcceptorKind::Tls | AcceptorKind::Wss => Some(
+                        crate::tls::acceptor(&Config::resolve(project, &a.cert), &Config::resolve(project, &a.key))
+                            .map_err(|msg| StartError::Tls { server_type: name.clone(), msg })?,
+                    ),
+                    _ => None,
+                };
+                let listener = TcpListener::bind(&a.address).await.map_err(|source| StartError::Bind {
+                    server_type: name.clone(),
+                    address: a.address.clone(),
+                    source,
+                })?;
+                let address = listener.local_addr().map_err(|source| StartError::Bind {
+                    server_type: name.clone(),
+                    address: a.address.clone(),
+                    source,
+                })?;
+                tracing::info!(server_type = %name, kind = ?a.kind, %address, "listening");
+                acceptors.push(BoundAcceptor { server_type: name.clone(), kind: a.kind, address });
+                accept_loops.spawn(accept_loop(shared.clone(), name.as_str().into(), listener, a.kind, tls));
+            }
+        }
+        Ok(Self { shared, acceptors, accept_loops, shutdown_timeout: config.app.shutdown_timeout, id })
+    }
+
+    /// This server's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The listening acceptors, with their bound addresses.
+    pub fn acceptors(&self) -> &[BoundAcceptor] {
+        &self.acceptors
+    }
+
+    /// The address of the first acceptor of `kind` for `server_type`.
+    pub fn address(&self, server_type: &str, kind: AcceptorKind) -> Option<SocketAddr> {
+        self.acceptors.iter().find(|a| a.server_type == server_type && a.kind == kind).map(|a| a.address)
+    }
+
+    /// The sessions of this server.
+    pub fn sessions(&self) -> &SessionPool {
+        &self.shared.sessions
+    }
+
+    /// The pool of a server type.
+    pub fn pool(&self, server_type: &str) -> Option<&Arc<ServerPool>> {
+        self.shared.types.get(server_type).map(|t| &t.pool)
+    }
+
+    /// Stops accepting, lets connections finish their queued messages (bounded by
+    /// `app.shutdown_timeout`), calls every guest's `shutdown`, and returns.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.shared.shutdown.cancel();
+        self.accept_loops.close();
+        self.accept_loops.wait().await;
+        self.shared.tracker.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.shared.tracker.wait()).await.is_err() {
+            tracing::warn!(timeout = ?self.shutdown_timeout, "connections still open after the shutdown timeout");
+        }
+        for t in self.shared.types.values() {
+            if tokio::time::timeout(self.shutdown_timeout, t.pool.shutdown()).await.is_err() {
+                tracing::warn!(server_type = %t.name, "guest shutdown did not finish in time");
+            }
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, frontend: Arc<str>, listener: TcpListener, kind: AcceptorKind, tls: Option<TlsAcceptor>) {
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    shared.tracker.spawn(accept(shared.clone(), frontend.clone(), stream, peer, kind, tls.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(server_type = %frontend, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn accept(
+    shared: Arc<Shared>,
+    frontend: Arc<str>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: AcceptorKind,
+    tls: Option<TlsAcceptor>,
+) {
+    // The handshake deadline covers TLS and the WebSocket upgrade.
+    let deadline = Instant::now() + shared.handshake_timeout;
+    let _ = stream.set_nodelay(true);
+    let max_body = shared.wire.max_body;
+    let setup = async {
+        let io: Box<dyn crate::transport::Stream> = match (&tls, kind) {
+            (Some(tls), AcceptorKind::Tls | AcceptorKind::Wss) => {
+                Box::new(tls.accept(stream).await.map_err(|e| format!("tls handshake failed: {e}"))?)
+            }
+            _ => Box::new(stream),
+        };
+        match kind {
+            AcceptorKind::Tcp | AcceptorKind::Tls => Ok(Transport::stream(io, max_body)),
+            AcceptorKind::Ws | AcceptorKind::Wss => Transport::websocket(io, max_body).await,
+        }
+    };
+    match tokio::time::timeout_at(deadline, setup).await {
+        Ok(Ok(transport)) => connection::run(shared, frontend, transport, peer, deadline).await,
+        Ok(Err(e)) => tracing::debug!(%peer, "connection setup failed: {e}"),
+        Err(_) => tracing::debug!(%peer, "handshake timeout during connection setup"),
+    }
+}

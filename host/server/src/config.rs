@@ -1,0 +1,489 @@
+//! `kiwano.toml`: the one configuration file of a project, with `KIWANO_*` environment
+//! overrides.
+//!
+//! Every key, its default and its meaning is listed in `docs/config.md` (a test checks that
+//! table against these structs). Unknown keys are an error that names them, and so is an
+//! unknown `KIWANO_*` variable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kiwano_protocol::Serializer;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused. The message names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{path}: {msg}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// Parser message (with line and column).
+        msg: String,
+    },
+    /// A key has a bad value, or is unknown.
+    #[error("config key `{key}`: {msg}")]
+    Key {
+        /// The dotted key.
+        key: String,
+        /// The problem.
+        msg: String,
+    },
+    /// An environment variable names no key.
+    #[error("environment variable {0} matches no config key (see docs/config.md)")]
+    UnknownEnv(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Process-level settings.
+    pub app: AppConfig,
+    /// Client protocol settings.
+    pub protocol: ProtocolConfig,
+    /// Per-session settings.
+    pub session: SessionConfig,
+    /// The Wasm engine.
+    pub runtime: RuntimeSection,
+    /// Server types, by name.
+    pub servers: BTreeMap<String, ServerTypeConfig>,
+}
+
+/// `[app]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    /// This server's id; empty: `<first server type>-<random hex>`.
+    pub id: String,
+    /// How long shutdown waits for in-flight calls before it gives up.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self { id: String::new(), shutdown_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// `[protocol]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolConfig {
+    /// Heartbeat period (`pitaya.heartbeat.interval`); sent in whole seconds in the handshake.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Time from TCP accept (TLS and WebSocket upgrade included) to the handshake ack.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Largest packet body accepted, checked from the header; also caps inflated payloads.
+    pub max_body: usize,
+    /// Compress the handshake and payloads with zlib when shorter
+    /// (`pitaya.handler.messages.compression`).
+    pub compression: bool,
+    /// `json` or `protobuf` (`pitaya.serializertype`).
+    pub serializer: Serializer,
+    /// Route dictionary: route → 2-byte code, shipped in the handshake.
+    pub dictionary: BTreeMap<String, u16>,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            max_body: 1 << 20,
+            compression: true,
+            serializer: Serializer::Json,
+            dictionary: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Packets queued for a client before it is disconnected as too slow
+    /// (`pitaya.buffer.agent.messages`).
+    pub outgoing_queue: usize,
+    /// Deadline of one socket write (`pitaya.buffer.agent.conntimeout`); a client that does
+    /// not take its bytes in time is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Messages of one session waiting for dispatch before the server stops reading from it.
+    pub inbound_queue: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { outgoing_queue: 100, write_timeout: Duration::from_secs(10), inbound_queue: 64 }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Component instances the engine's pool holds, over all server types.
+    pub max_instances: u32,
+    /// Largest linear memory of any instance, in bytes (backstop for `memory_limit`).
+    pub max_memory: usize,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self { max_instances: 128, max_memory: 1 << 30 }
+    }
+}
+
+/// `[servers.<type>]`: one server type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerTypeConfig {
+    /// Whether clients connect to this type (it then needs acceptors).
+    pub frontend: bool,
+    /// The component, relative to the project directory.
+    pub component: String,
+    /// Shell command that builds the component, run in the project directory when `sources`
+    /// changed or the component is missing; empty: never build.
+    pub build: String,
+    /// Files and directories whose changes trigger `build`, relative to the project.
+    pub sources: Vec<String>,
+    /// Warm instances of the component.
+    pub instances: usize,
+    /// `session`, `uid`, `none` or `data:<field>`; empty: the guest's choice, else `session`.
+    pub affinity: String,
+    /// Deadline of one guest call.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Memory cap of one instance, in bytes.
+    pub memory_limit: usize,
+    /// Largest response a handler may return, in bytes.
+    pub max_response: usize,
+    /// Free-form table given to the guest's `init` as JSON.
+    pub config: toml::Table,
+    /// Where clients connect.
+    pub acceptors: Vec<AcceptorConfig>,
+}
+
+impl Default for ServerTypeConfig {
+    fn default() -> Self {
+        Self {
+            frontend: false,
+            component: String::new(),
+            build: String::new(),
+            sources: Vec::new(),
+            instances: 2,
+            affinity: String::new(),
+            call_timeout: Duration::from_secs(5),
+            memory_limit: 64 << 20,
+            max_response: 1 << 20,
+            config: toml::Table::new(),
+            acceptors: Vec::new(),
+        }
+    }
+}
+
+/// Transport of an acceptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptorKind {
+    /// Plain TCP.
+    #[default]
+    Tcp,
+    /// TCP with TLS.
+    Tls,
+    /// WebSocket.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+/// `[[servers.<type>.acceptors]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcceptorConfig {
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub kind: AcceptorKind,
+    /// `ip:port` to listen on (port 0: any free port).
+    pub address: String,
+    /// PEM certificate chain (tls, wss), relative to the project.
+    pub cert: String,
+    /// PEM private key (tls, wss), relative to the project.
+    pub key: String,
+}
+
+impl Default for AcceptorConfig {
+    fn default() -> Self {
+        Self { kind: AcceptorKind::Tcp, address: "0.0.0.0:3250".into(), cert: String::new(), key: String::new() }
+    }
+}
+
+/// Environment variables that are not config keys but are read by the binary.
+pub const NON_KEY_ENV: &[&str] = &["KIWANO_LOG"];
+
+impl Config {
+    /// Reads `path`, applies `KIWANO_*` overrides from `env`, and validates.
+    ///
+    /// # Errors
+    /// See [`ConfigError`].
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string(), env)
+    }
+
+    /// Parses TOML text (named `origin` in errors), applies overrides from `env`, and validates.
+    ///
+    /// # Errors
+    /// See [`ConfigError`].
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: origin.to_owned(), msg: e.to_string() })?;
+        apply_env(&mut table, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            let msg = msg.lines().next().unwrap_or_default().to_owned();
+            ConfigError::Key { key, msg }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, msg: &str| Err(ConfigError::Key { key, msg: msg.to_owned() });
+        if self.protocol.heartbeat_interval < Duration::from_secs(1) {
+            return bad("protocol.heartbeat_interval".into(), "must be at least 1s (it is sent in whole seconds)");
+        }
+        if self.protocol.max_body == 0 || self.protocol.max_body > kiwano_protocol::MAX_WIRE_BODY {
+            return bad("protocol.max_body".into(), "must be between 1 and 16777215");
+        }
+        if self.session.outgoing_queue == 0 {
+            return bad("session.outgoing_queue".into(), "must be at least 1");
+        }
+        if self.session.inbound_queue == 0 {
+            return bad("session.inbound_queue".into(), "must be at least 1");
+        }
+        if self.servers.is_empty() {
+            return bad("servers".into(), "no server type is configured");
+        }
+        if kiwano_protocol::RouteDictionary::new(self.protocol.dictionary.iter().map(|(k, v)| (k, *v))).is_err() {
+            return bad("protocol.dictionary".into(), "two routes share a code, or a route is empty");
+        }
+        for (name, s) in &self.servers {
+            let key = |k: &str| format!("servers.{name}.{k}");
+            if name.is_empty() || name.contains(['.', '/']) {
+                return bad(format!("servers.{name}"), "a server type name must be non-empty, without '.' or '/'");
+            }
+            if s.component.is_empty() {
+                return bad(key("component"), "missing: the path of the component");
+            }
+            if s.instances == 0 {
+                return bad(key("instances"), "must be at least 1");
+            }
+            if s.call_timeout.is_zero() {
+                return bad(key("call_timeout"), "must be more than 0");
+            }
+            if s.frontend && s.acceptors.is_empty() {
+                return bad(key("acceptors"), "a frontend server type needs at least one acceptor");
+            }
+            if !s.frontend && !s.acceptors.is_empty() {
+                return bad(key("acceptors"), "a backend server type (frontend = false) cannot have acceptors");
+            }
+            if let Err(msg) = s.parsed_affinity() {
+                return bad(key("affinity"), &msg);
+            }
+            for (i, a) in s.acceptors.iter().enumerate() {
+                let key = |k: &str| format!("servers.{name}.acceptors[{i}].{k}");
+                if a.address.parse::<SocketAddr>().is_err() {
+                    return bad(key("address"), &format!("{:?} is not an ip:port address", a.address));
+                }
+                let tls = matches!(a.kind, AcceptorKind::Tls | AcceptorKind::Wss);
+                if tls && (a.cert.is_empty() || a.key.is_empty()) {
+                    return bad(key("cert"), "tls and wss acceptors need `cert` and `key`");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The path of a file named in the config, relative to the project directory.
+    pub fn resolve(project: &Path, file: &str) -> PathBuf {
+        project.join(file)
+    }
+}
+
+/// Parsed `affinity` of a server type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AffinitySetting {
+    /// Not set: the guest decides, else `session`.
+    Guest,
+    /// Set in the config.
+    Fixed(kiwano_runtime::Affinity),
+}
+
+impl ServerTypeConfig {
+    /// The `affinity` key, parsed.
+    ///
+    /// # Errors
+    /// An unknown value.
+    pub fn parsed_affinity(&self) -> Result<AffinitySetting, String> {
+        use kiwano_runtime::Affinity;
+        Ok(match self.affinity.as_str() {
+            "" => AffinitySetting::Guest,
+            "session" => AffinitySetting::Fixed(Affinity::Session),
+            "uid" => AffinitySetting::Fixed(Affinity::Uid),
+            "none" => AffinitySetting::Fixed(Affinity::None),
+            other => match other.strip_prefix("data:") {
+                Some(field) if !field.is_empty() => AffinitySetting::Fixed(Affinity::DataField(field.to_owned())),
+                _ => return Err(format!("{other:?} is not one of session, uid, none, data:<field>")),
+            },
+        })
+    }
+}
+
+/// The environment variable for a dotted key: `KIWANO_` + upper case, `.` and `-` as `_`.
+pub fn env_name(key: &str) -> String {
+    format!("KIWANO_{}", key.to_uppercase().replace(['.', '-'], "_"))
+}
+
+/// Every leaf key of `table` (arrays of tables are leaves), dotted.
+fn leaf_keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(t) if !key.ends_with(".config") && key != "protocol.dictionary" => {
+                leaf_keys(&key, t, out);
+            }
+            _ => out.push(key),
+        }
+    }
+}
+
+fn set_key(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut t = table;
+    for p in parts {
+        let entry = t.entry(p.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry {
+            toml::Value::Table(inner) => t = inner,
+            _ => return,
+        }
+    }
+    t.insert(last.to_owned(), value);
+}
+
+fn get_key<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let mut parts = key.split('.');
+    let mut v = table.get(parts.next()?)?;
+    for p in parts {
+        v = v.as_table()?.get(p)?;
+    }
+    Some(v)
+}
+
+/// Applies `KIWANO_*` overrides: each names a key of the defaults or of the file.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    let mut keys = Vec::new();
+    leaf_keys("", &defaults, &mut keys);
+    leaf_keys("", table, &mut keys);
+    if let Some(toml::Value::Table(servers)) = table.get("servers") {
+        let type_defaults = toml::Table::try_from(ServerTypeConfig::default()).unwrap_or_default();
+        for name in servers.keys() {
+            leaf_keys(&format!("servers.{name}"), &type_defaults, &mut keys);
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    for (name, raw) in env {
+        if !name.starts_with("KIWANO_") || NON_KEY_ENV.contains(&name.as_str()) {
+            continue;
+        }
+        let Some(key) = keys.iter().find(|k| env_name(k) == name) else {
+            return Err(ConfigError::UnknownEnv(name));
+        };
+        let current = get_key(table, key).or_else(|| get_key(&defaults, key)).cloned();
+        let value = match current {
+            Some(toml::Value::String(_)) | None => toml::Value::String(raw),
+            Some(_) => raw
+                .parse::<toml::Value>()
+                .or_else(|_| {
+                    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                        .map(|mut t| t.remove("v").unwrap_or(toml::Value::Boolean(false)))
+                })
+                .map_err(|e| ConfigError::Key { key: key.clone(), msg: format!("{name}={raw:?} is not a valid value: {e}") })?,
+        };
+        set_key(table, key, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ECHO: &str = r#"
+        [servers.echo]
+        frontend = true
+        component = "echo.wasm"
+        [[servers.echo.acceptors]]
+        kind = "tcp"
+        address = "127.0.0.1:3250"
+    "#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::parse(text, "kiwano.toml", env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = parse(ECHO, &[("KIWANO_PROTOCOL_HEARTBEAT_INTERVAL", "5s"), ("KIWANO_SERVERS_ECHO_INSTANCES", "4")]).unwrap();
+        assert_eq!(c.protocol.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(c.servers["echo"].instances, 4);
+        assert_eq!(c.protocol.max_body, 1 << 20);
+        assert!(c.protocol.compression);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse(&format!("{ECHO}\n[protocol]\nheartbeet = 3"), &[]).unwrap_err().to_string();
+        assert!(e.contains("protocol") && e.contains("heartbeet"), "{e}");
+        let e = parse(ECHO, &[("KIWANO_PROTOCOL_NOPE", "1")]).unwrap_err().to_string();
+        assert!(e.contains("KIWANO_PROTOCOL_NOPE"), "{e}");
+        let e = parse(&ECHO.replace("\"tcp\"", "\"udp\""), &[]).unwrap_err().to_string();
+        assert!(e.contains("servers.echo.acceptors[0].kind") || e.contains("servers.echo.acceptors"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = parse(ECHO, &[("KIWANO_PROTOCOL_MAX_BODY", "lots")]).unwrap_err().to_string();
+        assert!(e.contains("protocol.max_body"), "{e}");
+        let e = parse(&ECHO.replace("127.0.0.1:3250", "nowhere"), &[]).unwrap_err().to_string();
+        assert_eq!(e, "config key `servers.echo.acceptors[0].address`: \"nowhere\" is not an ip:port address");
+        let e = parse(&format!("{ECHO}\naffinity = \"room\""), &[]).unwrap_err().to_string();
+        assert!(e.contains("affinity"), "{e}");
+    }
+}

@@ -1,0 +1,147 @@
+//! Routing of client messages to server types, and the error table clients see.
+//!
+//! | condition | client sees |
+//! | --- | --- |
+//! | route not 2–3 non-blank parts | `PIT-400` |
+//! | request to a notify handler | `PIT-400 tried to request a notify route: <route>` |
+//! | notify to a request handler | handled, result discarded, nothing sent |
+//! | unknown handler on a known server type | `PIT-404 pitaya/handler: <route> not found` |
+//! | unknown server type | `PIT-500 no servers available of this type: <route>` |
+//! | guest trap, deadline, out-of-memory, oversized response | `PIT-500 internal error handling <route>` (cause logged) |
+//! | guest error with a code | that code, message and metadata |
+//! | guest error with an empty code | `PIT-000` |
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kiwano_protocol::error::codes;
+use kiwano_protocol::{Message, MessageType, PitayaError};
+use kiwano_runtime::{Affinity, Call, CallError, HandlerKind, ServerPool};
+
+use crate::app::Shared;
+use crate::session::Session;
+
+/// A server type hosted by this process.
+#[derive(Debug)]
+pub struct ServerType {
+    /// Its name.
+    pub name: String,
+    /// Its instances.
+    pub pool: Arc<ServerPool>,
+    /// How calls pick an instance.
+    pub affinity: Affinity,
+    /// Whether clients connect to it.
+    pub frontend: bool,
+}
+
+/// A route split into server type and `service.method`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route<'a> {
+    /// The server type.
+    pub server_type: &'a str,
+    /// `service.method`.
+    pub handler: &'a str,
+}
+
+/// Splits `route` (`type.service.method`, or `service.method` on `frontend`).
+///
+/// # Errors
+/// `PIT-400` for any other shape.
+pub fn parse_route<'a>(route: &'a str, frontend: &'a str) -> Result<Route<'a>, PitayaError> {
+    let parts: Vec<&str> = route.split('.').collect();
+    if parts.iter().any(|p| p.trim().is_empty()) && (2..=3).contains(&parts.len()) {
+        return Err(PitayaError::new(codes::BAD_REQUEST, format!("route field can not be empty: {route}")));
+    }
+    match parts.len() {
+        2 => Ok(Route { server_type: frontend, handler: route }),
+        3 => Ok(Route { server_type: parts[0], handler: &route[parts[0].len() + 1..] }),
+        _ => Err(PitayaError::new(codes::BAD_REQUEST, format!("invalid route: {route}"))),
+    }
+}
+
+fn hash_key(v: impl Hash) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// The affinity key of a call from `session`.
+pub fn affinity_key(affinity: &Affinity, session: &Session) -> Option<u64> {
+    match affinity {
+        Affinity::Session => Some(session.id()),
+        Affinity::Uid => Some(session.uid().map_or(session.id(), hash_key)),
+        Affinity::DataField(f) => Some(session.value(f).map_or(session.id(), |v| hash_key(v.to_string()))),
+        Affinity::None => None,
+    }
+}
+
+/// Handles one client message to completion: for a request, the response (or error) is queued
+/// for the client; a notify is answered with nothing.
+pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: Message) {
+    let request = msg.kind == MessageType::Request;
+    let result = call(shared, frontend, session, &msg).await;
+    if !request {
+        if let Err(e) = result {
+            tracing::debug!(session = session.id(), route = %msg.route, "notify failed: {e}");
+        }
+        return;
+    }
+    let packet = match result {
+        Ok(body) => shared.wire.response(msg.id, body).unwrap_or_else(|e| {
+            tracing::warn!(session = session.id(), route = %msg.route, "cannot encode response: {e}");
+            shared.wire.error(msg.id, &internal(&msg.route))
+        }),
+        Err(e) => shared.wire.error(msg.id, &e),
+    };
+    // A closed session or a full queue is already handled by `send`.
+    let _ = session.send(packet);
+}
+
+fn internal(route: &str) -> PitayaError {
+    PitayaError::new(codes::INTERNAL, format!("internal error handling {route}"))
+}
+
+async fn call(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Message) -> Result<Bytes, PitayaError> {
+    let route = parse_route(&msg.route, frontend)?;
+    let Some(server) = shared.types.get(route.server_type) else {
+        return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
+    };
+    let full = format!("{}.{}", route.server_type, route.handler);
+    let Some(kind) = server.pool.description().handlers.get(route.handler) else {
+        return Err(PitayaError::new(codes::NOT_FOUND, format!("pitaya/handler: {full} not found")));
+    };
+    if msg.kind == MessageType::Request && *kind == HandlerKind::Notify {
+        return Err(PitayaError::new(codes::BAD_REQUEST, format!("tried to request a notify route: {full}")));
+    }
+    let key = affinity_key(&server.affinity, session);
+    let handle: Arc<dyn kiwano_runtime::SessionHandle> = session.clone();
+    let call = Call { route: route.handler.to_owned(), body: msg.data.clone(), session: handle };
+    match server.pool.call(key, call).await {
+        Ok(body) => Ok(Bytes::from(body)),
+        Err(CallError::Guest(e)) => {
+            let code = if e.code.is_empty() { codes::UNKNOWN.to_owned() } else { e.code };
+            Err(PitayaError { code, msg: e.msg, metadata: e.metadata.into_iter().collect() })
+        }
+        Err(e) => {
+            tracing::warn!(server_type = %server.name, route = %full, session = session.id(), "guest call failed: {e}");
+            Err(internal(&full))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(parse_route("a.b", "fe").unwrap(), Route { server_type: "fe", handler: "a.b" });
+        assert_eq!(parse_route("t.a.b", "fe").unwrap(), Route { server_type: "t", handler: "a.b" });
+        let e = parse_route("a", "fe").unwrap_err();
+        assert_eq!((e.code.as_str(), e.msg.as_str()), ("PIT-400", "invalid route: a"));
+        assert_eq!(parse_route("a.b.c.d", "fe").unwrap_err().msg, "invalid route: a.b.c.d");
+        assert_eq!(parse_route("a. .c", "fe").unwrap_err().msg, "route field can not be empty: a. .c");
+        assert_eq!(parse_route("", "fe").unwrap_err().msg, "invalid route: ");
+    }
+}

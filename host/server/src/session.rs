@@ -1,0 +1,341 @@
+//! Sessions: one per client connection. A session holds the bound uid, the JSON data map and
+//! the handshake, and is the handle through which handlers push to and kick its client.
+//!
+//! The [`SessionPool`] indexes sessions by id and by uid. Binding a uid that another local
+//! session holds kicks that session; the uid index is only cleared by the session it points
+//! to, so a quick reconnect is never unbound by the old connection's close.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use kiwano_protocol::error::codes;
+use kiwano_runtime::{GuestError, SessionHandle};
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, mpsc};
+
+use crate::wire::Wire;
+
+/// Why a connection closed; logged with the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the connection.
+    ClientClosed,
+    /// Reading failed (reset, truncated packet…).
+    ReadError(String),
+    /// The client broke the protocol; the connection was closed.
+    Protocol(String),
+    /// No packet for more than two heartbeat intervals.
+    HeartbeatTimeout,
+    /// No handshake ack within the handshake deadline.
+    HandshakeTimeout,
+    /// The handshake request was not valid JSON.
+    HandshakeFailed(String),
+    /// Kicked by a handler or by a new session binding the same uid.
+    Kicked,
+    /// The client did not read its messages: the outgoing queue filled up.
+    SlowClient,
+    /// A write failed or passed its deadline.
+    WriteError(String),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ClientClosed => f.write_str("client closed the connection"),
+            Self::ReadError(e) => write!(f, "read failed: {e}"),
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::HeartbeatTimeout => f.write_str("heartbeat timeout: no packet for two heartbeat intervals"),
+            Self::HandshakeTimeout => f.write_str("handshake timeout: no handshake ack before the deadline"),
+            Self::HandshakeFailed(e) => write!(f, "handshake failed: {e}"),
+            Self::Kicked => f.write_str("kicked"),
+            Self::SlowClient => f.write_str("outgoing queue full: the client does not read its messages"),
+            Self::WriteError(e) => write!(f, "write failed: {e}"),
+            Self::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// The close request of a connection, set by anyone holding the session and acted on by the
+/// connection task (kick bypasses the outgoing queue).
+#[derive(Debug, Default)]
+pub struct CloseSignal {
+    reason: Mutex<Option<CloseReason>>,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    /// Asks the connection to close; the first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut r = self.reason.lock();
+        if r.is_none() {
+            *r = Some(reason);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until a close is asked for.
+    pub async fn wait(&self) -> CloseReason {
+        loop {
+            if let Some(r) = self.reason.lock().clone() {
+                return r;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// The reason, if a close was asked for.
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason.lock().clone()
+    }
+}
+
+struct State {
+    uid: Option<String>,
+    data: Map<String, Value>,
+    handshake: String,
+}
+
+/// One client's session.
+pub struct Session {
+    id: u64,
+    remote: SocketAddr,
+    state: Mutex<State>,
+    /// Framed packets for the connection's writer.
+    out: mpsc::Sender<Bytes>,
+    /// Close and kick requests.
+    pub signal: CloseSignal,
+    closed: AtomicBool,
+    wire: Arc<Wire>,
+    pool: Arc<SessionPool>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).field("remote", &self.remote).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The session id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The bound uid.
+    pub fn uid(&self) -> Option<String> {
+        self.state.lock().uid.clone()
+    }
+
+    /// Stores the client's handshake.
+    pub fn set_handshake(&self, json: String) {
+        self.state.lock().handshake = json;
+    }
+
+    /// A session-data value, as JSON.
+    pub fn value(&self, key: &str) -> Option<Value> {
+        self.state.lock().data.get(key).cloned()
+    }
+
+    /// Queues a framed packet for the client. A full queue disconnects the client.
+    ///
+    /// # Errors
+    /// `PIT-499` when the session is closed or its queue is full.
+    pub fn send(&self, packet: Bytes) -> Result<(), GuestError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed"));
+        }
+        match self.out.try_send(packet) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.signal.close(CloseReason::SlowClient);
+                Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed: its outgoing queue is full"))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed")),
+        }
+    }
+
+    /// Marks the session closed and clears its uid from the index (if it still points here).
+    pub(crate) fn mark_closed(self: &Arc<Self>) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(uid) = self.uid() {
+            self.pool.unbind(&uid, self);
+        }
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl SessionHandle for Session {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn uid(&self) -> Option<String> {
+        Session::uid(self)
+    }
+
+    fn bind(&self, uid: &str) -> Result<(), GuestError> {
+        self.pool.bind(self.id, uid)
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        self.state.lock().data.get(key).map(Value::to_string)
+    }
+
+    fn set(&self, key: &str, value: &str) -> Result<(), GuestError> {
+        let v: Value = serde_json::from_str(value)
+            .map_err(|e| GuestError::new(codes::BAD_REQUEST, format!("session data value for {key:?} is not JSON: {e}")))?;
+        self.state.lock().data.insert(key.to_owned(), v);
+        Ok(())
+    }
+
+    fn data(&self) -> String {
+        Value::Object(self.state.lock().data.clone()).to_string()
+    }
+
+    fn set_data(&self, data: &str) -> Result<(), GuestError> {
+        match serde_json::from_str::<Value>(data) {
+            Ok(Value::Object(map)) => {
+                self.state.lock().data = map;
+                Ok(())
+            }
+            _ => Err(GuestError::new(codes::BAD_REQUEST, "session data must be a JSON object")),
+        }
+    }
+
+    fn push(&self, route: &str, body: &[u8]) -> Result<(), GuestError> {
+        let packet = self
+            .wire
+            .push(route, Bytes::copy_from_slice(body))
+            .map_err(|e| GuestError::new(codes::BAD_REQUEST, format!("cannot push on {route:?}: {e}")))?;
+        self.send(packet)
+    }
+
+    fn kick(&self) -> Result<(), GuestError> {
+        if self.is_closed() {
+            return Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed"));
+        }
+        self.signal.close(CloseReason::Kicked);
+        Ok(())
+    }
+
+    fn handshake(&self) -> String {
+        self.state.lock().handshake.clone()
+    }
+
+    fn remote_address(&self) -> String {
+        self.remote.to_string()
+    }
+}
+
+/// All sessions of this process, by id and by uid.
+#[derive(Default)]
+pub struct SessionPool {
+    next_id: AtomicU64,
+    by_id: Mutex<HashMap<u64, Arc<Session>>>,
+    by_uid: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl std::fmt::Debug for SessionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionPool").field("sessions", &self.by_id.lock().len()).finish()
+    }
+}
+
+impl SessionPool {
+    /// Creates a session for a new connection; ids start at 1.
+    pub fn create(self: &Arc<Self>, remote: SocketAddr, out: mpsc::Sender<Bytes>, wire: Arc<Wire>) -> Arc<Session> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut data = Map::new();
+        // Pitaya: IPv6 when the remote address has more than one ':'.
+        let ipversion = if remote.is_ipv6() { "ipv6" } else { "ipv4" };
+        data.insert("ipversion".into(), Value::from(ipversion));
+        let session = Arc::new(Session {
+            id,
+            remote,
+            state: Mutex::new(State { uid: None, data, handshake: "{}".into() }),
+            out,
+            signal: CloseSignal::default(),
+            closed: AtomicBool::new(false),
+            wire,
+            pool: self.clone(),
+        });
+        self.by_id.lock().insert(id, session.clone());
+        session
+    }
+
+    /// Forgets a session (after its close was handled).
+    pub fn remove(&self, id: u64) {
+        self.by_id.lock().remove(&id);
+    }
+
+    /// A session by id.
+    pub fn get(&self, id: u64) -> Option<Arc<Session>> {
+        self.by_id.lock().get(&id).cloned()
+    }
+
+    /// The session bound to `uid`.
+    pub fn by_uid(&self, uid: &str) -> Option<Arc<Session>> {
+        self.by_uid.lock().get(uid).cloned()
+    }
+
+    /// All sessions.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.by_id.lock().values().cloned().collect()
+    }
+
+    /// The number of sessions.
+    pub fn count(&self) -> usize {
+        self.by_id.lock().len()
+    }
+
+    /// Binds `uid` to session `id`, kicking another local session bound to it.
+    ///
+    /// # Errors
+    /// `PIT-400` for an empty uid or an already bound session, `PIT-499` for a closed one.
+    pub fn bind(&self, id: u64, uid: &str) -> Result<(), GuestError> {
+        if uid.is_empty() {
+            return Err(GuestError::new(codes::BAD_REQUEST, "illegal uid: the uid is empty"));
+        }
+        let Some(session) = self.get(id) else {
+            return Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed"));
+        };
+        if session.is_closed() {
+            return Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed"));
+        }
+        {
+            let mut st = session.state.lock();
+            if let Some(bound) = &st.uid {
+                return Err(GuestError::new(
+                    codes::BAD_REQUEST,
+                    format!("session is already bound to an uid ({bound:?})"),
+                ));
+            }
+            st.uid = Some(uid.to_owned());
+        }
+        let previous = self.by_uid.lock().insert(uid.to_owned(), session.clone());
+        if let Some(old) = previous.filter(|old| !Arc::ptr_eq(old, &session)) {
+            tracing::info!(uid, old = old.id, new = id, "uid bound by a new session: kicking the old one");
+            // The kick packet is written ahead of the queue; the connection closes whether or
+            // not that write succeeds.
+            old.signal.close(CloseReason::Kicked);
+        }
+        Ok(())
+    }
+
+    fn unbind(&self, uid: &str, session: &Arc<Session>) {
+        let mut by_uid = self.by_uid.lock();
+        if by_uid.get(uid).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            by_uid.remove(uid);
+        }
+    }
+}
