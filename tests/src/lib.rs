@@ -1,1 +1,233 @@
-//! placeholder
+//! Helpers shared by the workspace tests: building guests from source, starting servers on
+//! free loopback ports, clients for every transport, TLS material, and captured logs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+pub use kiwano_client::{Client, ClientError, TlsClient, Transport};
+pub use kiwano_protocol::{Message, MessageType, PitayaError, Serializer};
+use kiwano_server::config::AcceptorKind;
+pub use kiwano_server::{Config, Server};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Builds a guest crate of the workspace for `wasm32-wasip2` (once per test process) and
+/// returns the component's path. Guests have their own target dir, so this never waits on the
+/// lock of the `cargo test` that runs us.
+pub fn guest(package: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    let target = root().join("target").join("wasm");
+    let path = target.join("wasm32-wasip2").join("guest").join(format!("{}.wasm", package.replace('-', "_")));
+    if !built.iter().any(|p| p == package) {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root())
+            .args(["build", "-q", "-p", package, "--target", "wasm32-wasip2", "--profile", "guest", "--target-dir"])
+            .arg(&target)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building guest {package} failed");
+        built.push(package.to_owned());
+    }
+    path
+}
+
+/// Captured log output of this test process (all tests of one binary share it).
+pub fn logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+#[derive(Clone)]
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        if std::env::var_os("KIWANO_TEST_LOG").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the capturing log subscriber (idempotent).
+pub fn init_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,wasmtime=info,cranelift=info"))
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+/// TLS material made for one test run: a CA, and a `localhost` certificate it signed.
+pub struct Tls {
+    /// Directory holding `cert.pem` and `key.pem`.
+    pub dir: PathBuf,
+    /// Client settings trusting the CA.
+    pub client: TlsClient,
+}
+
+/// Generates a CA and a leaf certificate for `localhost` / 127.0.0.1 (once per process).
+pub fn tls() -> &'static Tls {
+    static TLS: OnceLock<Tls> = OnceLock::new();
+    TLS.get_or_init(|| {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Kiwano test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf_params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
+        let dir = std::env::temp_dir().join(format!("kiwano-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tls dir");
+        std::fs::write(dir.join("cert.pem"), leaf.pem()).expect("write cert");
+        std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).expect("write key");
+        let client = TlsClient::with_roots(&[ca.der().clone()], "localhost").expect("client tls");
+        Tls { dir, client }
+    })
+}
+
+/// Options of a test server: the testbed guest as frontend type `testbed`, with every
+/// acceptor kind on a free loopback port.
+#[derive(Debug, Clone)]
+pub struct TestConfig {
+    /// Extra TOML appended to the config (other sections).
+    pub extra: String,
+    /// Extra keys for `[servers.testbed]`.
+    pub testbed: String,
+}
+
+impl Default for TestConfig {
+    fn default() -> Self {
+        Self { extra: String::new(), testbed: "instances = 2".into() }
+    }
+}
+
+/// A server for one test.
+pub struct TestServer {
+    /// The running server.
+    pub server: Server,
+}
+
+impl TestServer {
+    /// Starts the testbed guest with the default options.
+    pub async fn start() -> Self {
+        Self::with(TestConfig::default()).await
+    }
+
+    /// Starts the testbed guest with `opts`.
+    pub async fn with(opts: TestConfig) -> Self {
+        init_logs();
+        let component = guest("testbed-guest");
+        let tls = tls();
+        let cert = tls.dir.join("cert.pem");
+        let key = tls.dir.join("key.pem");
+        let text = format!(
+            r#"
+{extra}
+[servers.testbed]
+frontend = true
+component = "{component}"
+{testbed}
+[[servers.testbed.acceptors]]
+kind = "tcp"
+address = "127.0.0.1:0"
+[[servers.testbed.acceptors]]
+kind = "ws"
+address = "127.0.0.1:0"
+[[servers.testbed.acceptors]]
+kind = "tls"
+address = "127.0.0.1:0"
+cert = "{cert}"
+key = "{key}"
+[[servers.testbed.acceptors]]
+kind = "wss"
+address = "127.0.0.1:0"
+cert = "{cert}"
+key = "{key}"
+"#,
+            extra = opts.extra,
+            testbed = opts.testbed,
+            component = component.display(),
+            cert = cert.display(),
+            key = key.display(),
+        );
+        let config = Config::parse(&text, "test.toml", std::iter::empty()).expect("test config");
+        let server = Server::start(config, Path::new("/")).await.expect("server starts");
+        Self { server }
+    }
+
+    /// The address of the acceptor for `transport`.
+    pub fn addr(&self, transport: Transport) -> String {
+        let kind = match transport {
+            Transport::Tcp => AcceptorKind::Tcp,
+            Transport::Tls => AcceptorKind::Tls,
+            Transport::Ws => AcceptorKind::Ws,
+            Transport::Wss => AcceptorKind::Wss,
+        };
+        self.server.address("testbed", kind).expect("acceptor").to_string()
+    }
+
+    /// A connected client, without the Pitaya handshake.
+    pub async fn raw(&self, transport: Transport) -> Client {
+        let tls = matches!(transport, Transport::Tls | Transport::Wss).then(|| &tls().client);
+        Client::connect(&self.addr(transport), transport, tls).await.expect("connects")
+    }
+
+    /// A connected, handshaken client.
+    pub async fn client(&self, transport: Transport) -> Client {
+        let mut c = self.raw(transport).await;
+        c.handshake(&serde_json::json!({"sys": {"platform": "test", "libVersion": "0.1"}, "user": {"name": "tester"}}))
+            .await
+            .expect("handshake");
+        c
+    }
+}
+
+/// All four transports.
+pub const TRANSPORTS: [Transport; 4] = [Transport::Tcp, Transport::Ws, Transport::Tls, Transport::Wss];
+
+/// Waits for the server to close the connection (reading and discarding until then); returns
+/// what was read before, and panics after `within`.
+pub async fn expect_closed(c: &mut Client, within: Duration) -> Vec<kiwano_protocol::packet::Packet> {
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(within, async {
+        loop {
+            match c.recv_packet().await {
+                Ok(Some(p)) => got.push(p),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "connection not closed within {within:?}; read {got:?}");
+    got
+}
+
+/// An error response's decoded error object (JSON serializer).
+pub fn error_of(m: &Message) -> PitayaError {
+    assert!(m.error, "expected an error response, got {:?}", String::from_utf8_lossy(&m.data));
+    PitayaError::decode(&m.data, Serializer::Json).expect("error object")
+}
