@@ -39,9 +39,6 @@ impl Component {
         let mut linker: Linker<HostState> = Linker::new(&runtime.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(invalid)?;
         Server::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(invalid)?;
-        // Imports outside the world and WASI (e.g. wasi:http pulled in by a toolchain) trap if
-        // called instead of refusing the component.
-        linker.define_unknown_imports_as_traps(component).map_err(invalid)?;
         let pre = linker.instantiate_pre(component).map_err(invalid)?;
         let pre = ServerPre::new(pre).map_err(invalid)?;
         Ok(Self { pre, path })
