@@ -56,6 +56,9 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transpo
     let mut last_seen = Instant::now();
     let mut pending: Option<Message> = None;
     let mut batch: Vec<Bytes> = Vec::new();
+    // A write cut short by a close request leaves a partial packet on the wire: nothing more
+    // can be written after it.
+    let mut torn = false;
     let write_timeout = shared.session.write_timeout;
     let shutdown = shared.shutdown.clone();
 
@@ -63,7 +66,7 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transpo
         tokio::select! {
             biased;
             reason = session.signal.wait() => {
-                if reason == CloseReason::Kicked {
+                if reason == CloseReason::Kicked && !torn {
                     // Kick bypasses the queue; the connection closes even if this write fails.
                     let kick = packet::to_bytes(PacketType::Kick, &[]).unwrap_or_default();
                     let _ = tokio::time::timeout(write_timeout, transport.write(&[kick])).await;
@@ -83,8 +86,10 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transpo
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = write(&mut transport, &batch, write_timeout).await {
-                    break e;
+                match write_or_close(&mut transport, &batch, write_timeout, &session).await {
+                    Ok(()) => {}
+                    Err(None) => torn = true,
+                    Err(Some(e)) => break e,
                 }
             }
             _ = tick.tick() => {
@@ -141,6 +146,20 @@ async fn reserve(tx: Option<mpsc::Sender<Message>>) -> Option<mpsc::OwnedPermit<
     match tx {
         Some(tx) => tx.reserve_owned().await.ok(),
         None => None,
+    }
+}
+
+/// Writes like [`write`], but gives up as soon as a close is requested (`Err(None)`): a client
+/// that stopped reading must not hold its connection open until the write deadline.
+async fn write_or_close(
+    transport: &mut Transport,
+    packets: &[Bytes],
+    timeout: Duration,
+    session: &Session,
+) -> Result<(), Option<CloseReason>> {
+    tokio::select! {
+        r = write(transport, packets, timeout) => r.map_err(Some),
+        _ = session.signal.wait() => Err(None),
     }
 }
 
