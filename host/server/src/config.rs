@@ -1,7 +1,7 @@
 //! `kiwano.toml`: the one configuration file of a project, with `KIWANO_*` environment
 //! overrides.
 //!
-//! Every key, its default and its meaning is listed in `docs/config.md` (a test checks that
+//! Every key, its default and its meaning is listed in `host/server/CONFIG.md` (a test checks that
 //! table against these structs). Unknown keys are an error that names them, and so is an
 //! unknown `KIWANO_*` variable.
 
@@ -41,7 +41,7 @@ pub enum ConfigError {
         msg: String,
     },
     /// An environment variable names no key.
-    #[error("environment variable {0} matches no config key (see docs/config.md)")]
+    #[error("environment variable {0} matches no config key (see host/server/CONFIG.md)")]
     UnknownEnv(String),
 }
 
@@ -406,16 +406,17 @@ fn get_key<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
 
 /// Applies `KIWANO_*` overrides: each names a key of the defaults or of the file.
 fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
-    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
-    let mut keys = Vec::new();
-    leaf_keys("", &defaults, &mut keys);
-    leaf_keys("", table, &mut keys);
+    // The shape of every key: the defaults, with each server type of the file filled in.
+    let mut shape = toml::Table::try_from(Config::default()).unwrap_or_default();
     if let Some(toml::Value::Table(servers)) = table.get("servers") {
-        let type_defaults = toml::Table::try_from(ServerTypeConfig::default()).unwrap_or_default();
+        let type_defaults = toml::Value::Table(toml::Table::try_from(ServerTypeConfig::default()).unwrap_or_default());
         for name in servers.keys() {
-            leaf_keys(&format!("servers.{name}"), &type_defaults, &mut keys);
+            set_key(&mut shape, &format!("servers.{name}"), type_defaults.clone());
         }
     }
+    let mut keys = Vec::new();
+    leaf_keys("", &shape, &mut keys);
+    leaf_keys("", table, &mut keys);
     keys.sort();
     keys.dedup();
     for (name, raw) in env {
@@ -425,7 +426,7 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         let Some(key) = keys.iter().find(|k| env_name(k) == name) else {
             return Err(ConfigError::UnknownEnv(name));
         };
-        let current = get_key(table, key).or_else(|| get_key(&defaults, key)).cloned();
+        let current = get_key(table, key).or_else(|| get_key(&shape, key)).cloned();
         let value = match current {
             Some(toml::Value::String(_)) | None => toml::Value::String(raw),
             Some(_) => raw
