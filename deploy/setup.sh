@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs what Kiwano's build, examples and tests need, when it is missing; quick when
+# everything is already there. Used by examples/run.sh and tests/run.sh.
+set -euo pipefail
+
+# Guests are WebAssembly components built from source.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    echo "setup: adding the wasm32-wasip2 Rust target" >&2
+    rustup target add wasm32-wasip2
+fi

@@ -1,0 +1,65 @@
+//! The README's run command, for real: `examples/run.sh` starts the example game, a client
+//! connects over TCP and WebSocket and is answered, and SIGTERM stops it cleanly.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiwano_tests::*;
+use serde_json::json;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+#[tokio::test]
+async fn readme_run_command_serves_the_example_game() {
+    let (tcp, ws) = (free_port(), free_port());
+    let acceptors = format!(r#"[{{kind="tcp",address="127.0.0.1:{tcp}"}},{{kind="ws",address="127.0.0.1:{ws}"}}]"#);
+    let log_path = std::env::temp_dir().join(format!("kiwano-smoke-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new("bash")
+        .arg(root().join("examples/run.sh"))
+        .env("KIWANO_SERVERS_ECHO_ACCEPTORS", acceptors)
+        .env("KIWANO_LOG", "info")
+        .stdout(Stdio::from(log.try_clone().expect("log")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("examples/run.sh starts");
+    let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // The first start may build the binary and the guest.
+    let start = Instant::now();
+    let mut client = loop {
+        if let Ok(c) = Client::connect(&format!("127.0.0.1:{tcp}"), Transport::Tcp, None).await {
+            break c;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("examples/run.sh exited with {status}:\n{}", logs());
+        }
+        assert!(start.elapsed() < Duration::from_secs(900), "not serving after 15 min:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    client.handshake(&json!({"sys": {"platform": "smoke"}})).await.expect("handshake");
+    let r = client.request("echo.echo", br#"{"hello":"kiwano"}"#).await.expect("echo");
+    assert_eq!(&r.data[..], br#"{"hello":"kiwano"}"#);
+    let mut wsc = Client::connect(&format!("127.0.0.1:{ws}"), Transport::Ws, None).await.expect("ws connects");
+    wsc.handshake(&json!({})).await.expect("ws handshake");
+    assert_eq!(&wsc.request("echo.echo", b"[1,2,3]").await.expect("ws echo").data[..], b"[1,2,3]");
+
+    // `cargo run` execs the binary: the child is kiwano itself.
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "kiwano did not stop on SIGTERM:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}:\n{}", logs());
+    let logs = logs();
+    assert!(logs.contains("SIGTERM received") && logs.contains("stopped"), "{logs}");
+    assert!(client.recv_packet().await.map(|p| p.is_none()).unwrap_or(true), "connection closed at shutdown");
+}
