@@ -3,7 +3,7 @@
 //! This crate holds the bindings of the `kiwano:server` WIT world (`wit/` at the repository
 //! root). A guest implements [`Guest`] and exports it with [`export!`]:
 //!
-//! ```ignore
+//! ```no_run
 //! use kiwano_guest::{CallContext, Description, Error, Guest, HandlerKind, Handler, InitInfo};
 //!
 //! struct Echo;

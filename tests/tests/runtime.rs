@@ -7,6 +7,10 @@ use kiwano_protocol::packet::PacketType;
 use kiwano_tests::*;
 use rand::Rng;
 
+/// The CPU-heavy and timing-sensitive tests of this file run one at a time: on a 2-core machine
+/// they would otherwise measure each other.
+static CPU: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn instance_of(c: &mut Client) -> u32 {
     let r = c.request("test.instance", b"").await.unwrap();
     String::from_utf8_lossy(&r.data).parse().unwrap()
@@ -26,6 +30,7 @@ async fn on_two_instances(s: &TestServer, t: Transport) -> (Client, Client) {
 
 #[tokio::test]
 async fn a_thousand_pipelined_requests_come_back_in_order() {
+    let _cpu = CPU.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 3".into(), ..Default::default() }).await;
     for t in [Transport::Tcp, Transport::Ws] {
         let mut c = s.client(t).await;
@@ -46,6 +51,7 @@ async fn a_thousand_pipelined_requests_come_back_in_order() {
 
 #[tokio::test]
 async fn a_busy_instance_does_not_delay_sessions_on_another() {
+    let _cpu = CPU.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 2".into(), ..Default::default() }).await;
     let (mut a, mut b) = on_two_instances(&s, Transport::Tcp).await;
     let busy = a.send_request("test.spin", b"1500000").await.unwrap();
@@ -60,6 +66,7 @@ async fn a_busy_instance_does_not_delay_sessions_on_another() {
 
 #[tokio::test]
 async fn a_runaway_guest_fails_alone_while_others_are_served_and_heartbeats_flow() {
+    let _cpu = CPU.lock().await;
     let s = TestServer::with(TestConfig {
         extra: "[protocol]\nheartbeat_interval = \"1s\"".into(),
         testbed: "instances = 2\ncall_timeout = \"2500ms\"".into(),
@@ -125,6 +132,7 @@ async fn the_call_after_a_memory_bomb_succeeds_on_a_fresh_instance() {
 
 #[tokio::test]
 async fn one_instance_serves_more_than_100_000_calls() {
+    let _cpu = CPU.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 1".into(), ..Default::default() }).await;
     let mut c = s.client(Transport::Tcp).await;
     let total = 100_100;
