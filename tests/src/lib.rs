@@ -109,19 +109,23 @@ pub fn tls() -> &'static Tls {
     })
 }
 
-/// Options of a test server: the testbed guest as frontend type `testbed`, with every
-/// acceptor kind on a free loopback port.
+/// Options of a test server: by default the testbed guest as frontend type `testbed`, with
+/// every acceptor kind on a free loopback port.
 #[derive(Debug, Clone)]
 pub struct TestConfig {
     /// Extra TOML appended to the config (other sections).
     pub extra: String,
-    /// Extra keys for `[servers.testbed]`.
+    /// Extra keys for the frontend server type's table.
     pub testbed: String,
+    /// The frontend server type's name.
+    pub server_type: String,
+    /// Its component; `None`: the testbed guest, built from source.
+    pub component: Option<PathBuf>,
 }
 
 impl Default for TestConfig {
     fn default() -> Self {
-        Self { extra: String::new(), testbed: "instances = 2".into() }
+        Self { extra: String::new(), testbed: "instances = 2".into(), server_type: "testbed".into(), component: None }
     }
 }
 
@@ -129,6 +133,8 @@ impl Default for TestConfig {
 pub struct TestServer {
     /// The running server.
     pub server: Server,
+    /// The frontend server type.
+    pub server_type: String,
 }
 
 impl TestServer {
@@ -140,35 +146,36 @@ impl TestServer {
     /// Starts the testbed guest with `opts`.
     pub async fn with(opts: TestConfig) -> Self {
         init_logs();
-        let component = guest("testbed-guest");
+        let component = opts.component.clone().unwrap_or_else(|| guest("testbed-guest"));
         let tls = tls();
         let cert = tls.dir.join("cert.pem");
         let key = tls.dir.join("key.pem");
         let text = format!(
             r#"
 {extra}
-[servers.testbed]
+[servers.{st}]
 frontend = true
 component = "{component}"
 {testbed}
-[[servers.testbed.acceptors]]
+[[servers.{st}.acceptors]]
 kind = "tcp"
 address = "127.0.0.1:0"
-[[servers.testbed.acceptors]]
+[[servers.{st}.acceptors]]
 kind = "ws"
 address = "127.0.0.1:0"
-[[servers.testbed.acceptors]]
+[[servers.{st}.acceptors]]
 kind = "tls"
 address = "127.0.0.1:0"
 cert = "{cert}"
 key = "{key}"
-[[servers.testbed.acceptors]]
+[[servers.{st}.acceptors]]
 kind = "wss"
 address = "127.0.0.1:0"
 cert = "{cert}"
 key = "{key}"
 "#,
             extra = opts.extra,
+            st = opts.server_type,
             testbed = opts.testbed,
             component = component.display(),
             cert = cert.display(),
@@ -176,7 +183,7 @@ key = "{key}"
         );
         let config = Config::parse(&text, "test.toml", std::iter::empty()).expect("test config");
         let server = Server::start(config, Path::new("/")).await.expect("server starts");
-        Self { server }
+        Self { server, server_type: opts.server_type }
     }
 
     /// The address of the acceptor for `transport`.
@@ -187,7 +194,7 @@ key = "{key}"
             Transport::Ws => AcceptorKind::Ws,
             Transport::Wss => AcceptorKind::Wss,
         };
-        self.server.address("testbed", kind).expect("acceptor").to_string()
+        self.server.address(&self.server_type, kind).expect("acceptor").to_string()
     }
 
     /// A connected client, without the Pitaya handshake.

@@ -70,6 +70,7 @@ async fn a_runaway_guest_fails_alone_while_others_are_served_and_heartbeats_flow
     let s = TestServer::with(TestConfig {
         extra: "[protocol]\nheartbeat_interval = \"1s\"".into(),
         testbed: "instances = 2\ncall_timeout = \"2500ms\"".into(),
+        ..Default::default()
     })
     .await;
     let (mut a, mut b) = on_two_instances(&s, Transport::Ws).await;

@@ -97,6 +97,7 @@ async fn a_client_that_does_not_read_is_disconnected() {
     let s = TestServer::with(TestConfig {
         extra: "[protocol]\ncompression = false\n[session]\noutgoing_queue = 4\nwrite_timeout = \"30s\"".into(),
         testbed: "instances = 2\nmax_response = 2000000".into(),
+        ..Default::default()
     })
     .await;
     let mut slow = s.client(Transport::Tcp).await;
@@ -157,7 +158,7 @@ async fn shutdown_finishes_in_flight_calls_and_calls_guest_shutdown() {
     let mut c = s.client(Transport::Tcp).await;
     let id = c.send_request("test.spin", b"300000").await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let TestServer { server } = s;
+    let TestServer { server, .. } = s;
     let stop = tokio::spawn(server.shutdown());
     let r = c.response(id).await.unwrap();
     assert_eq!(&r.data[..], b"300000");

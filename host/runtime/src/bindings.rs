@@ -9,4 +9,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use kiwano::server::{context, log, types};
+pub use kiwano::server::{context, groups, log, rpc, timers, types, users};

@@ -5,6 +5,7 @@ use std::path::Path;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::{Server, ServerPre};
+use crate::cache;
 use crate::engine::{Runtime, RuntimeError};
 use crate::host::HostState;
 
@@ -30,7 +31,24 @@ impl Component {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read { path: shown.clone(), source })?;
         let invalid = |source| RuntimeError::Invalid { path: shown.clone(), source };
-        let component = wasmtime::component::Component::from_binary(&runtime.engine, &bytes).map_err(invalid)?;
+        let entry = runtime.config.cache_dir.as_deref().map(|dir| cache::entry(runtime, dir, &bytes));
+        let cached = entry.as_deref().and_then(|e| cache::load(runtime, e));
+        let component = match cached {
+            Some(c) => {
+                tracing::info!(component = %shown, "loaded compiled component from cache");
+                c
+            }
+            None => {
+                let start = std::time::Instant::now();
+                let c = wasmtime::component::Component::from_binary(&runtime.engine, &bytes).map_err(invalid)?;
+                runtime.stats.compiled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(component = %shown, took = ?start.elapsed(), "compiled component");
+                if let Some(e) = &entry {
+                    cache::store(e, &c);
+                }
+                c
+            }
+        };
         Self::link(runtime, &component, shown.clone())
     }
 

@@ -1,12 +1,19 @@
 //! The process-wide engine: configuration, pooling allocator and the epoch ticker.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Epoch ticks that cover `d` (rounded up).
+pub(crate) fn ticks_in(d: Duration) -> u64 {
+    d.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64
+}
 
 /// Limits of the process-wide engine.
 #[derive(Debug, Clone)]
@@ -17,12 +24,23 @@ pub struct RuntimeConfig {
     /// The largest linear memory any instance may grow to: the hard backstop behind each server
     /// type's own memory limit.
     pub max_memory: usize,
+    /// Directory of the compiled-component cache; `None`: compile every time.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { max_instances: 128, max_memory: 1 << 30 }
+        Self { max_instances: 128, max_memory: 1 << 30, cache_dir: None }
     }
+}
+
+/// Counters of the runtime, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct RuntimeStats {
+    /// Components compiled from `.wasm` (cache misses, corrupt entries, no cache).
+    pub compiled: AtomicU64,
+    /// Components loaded from the compiled cache.
+    pub cache_hits: AtomicU64,
 }
 
 /// Why the runtime or a component could not be set up.
@@ -62,6 +80,7 @@ pub enum RuntimeError {
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) config: Arc<RuntimeConfig>,
+    pub(crate) stats: Arc<RuntimeStats>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -118,7 +137,12 @@ impl Runtime {
                 }
             })
             .map_err(|e| RuntimeError::Engine(wasmtime::Error::msg(format!("cannot start the epoch thread: {e}"))))?;
-        Ok(Self { engine, config: Arc::new(config) })
+        Ok(Self { engine, config: Arc::new(config), stats: Arc::new(RuntimeStats::default()) })
+    }
+
+    /// The runtime's counters.
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.stats
     }
 
     /// The engine.

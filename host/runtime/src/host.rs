@@ -11,7 +11,8 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{context, log, types};
+use crate::bindings::{context, groups, log, rpc, timers, types, users};
+use crate::timers::TimerHandle;
 
 /// An error as a guest and a client see it: a Pitaya code, a message, metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -85,6 +86,88 @@ pub trait SessionHandle: Send + Sync {
     fn remote_address(&self) -> String;
 }
 
+/// Where a guest's RPC goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcTarget {
+    /// Any server of the type named by the route.
+    Type,
+    /// The server with this id.
+    Server(String),
+}
+
+/// Who makes an RPC.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The calling server type.
+    pub server_type: String,
+    /// This server's id.
+    pub server_id: String,
+}
+
+/// What the host offers guests beyond their own session: users, groups and RPC. Implemented
+/// by the server; every method may be called from an instance thread and may block (RPC does,
+/// until its reply or timeout), but never on a client socket.
+pub trait HostServices: Send + Sync {
+    /// Pushes to the sessions bound to `uids`; returns the uids not reached.
+    ///
+    /// # Errors
+    /// An invalid route.
+    fn push_to_users(&self, route: &str, body: &[u8], uids: &[String]) -> Result<Vec<String>, GuestError>;
+    /// Kicks the sessions bound to `uids`; returns the uids without a session.
+    ///
+    /// # Errors
+    /// Never in-process; a cluster may fail to publish.
+    fn kick_users(&self, uids: &[String]) -> Result<Vec<String>, GuestError>;
+    /// One group operation.
+    ///
+    /// # Errors
+    /// Pitaya's group errors.
+    fn group(&self, op: GroupOp<'_>) -> Result<GroupReply, GuestError>;
+    /// A blocking RPC.
+    ///
+    /// # Errors
+    /// No such server or remote, a timeout (`PIT-408`), the remote's own error.
+    fn rpc(&self, caller: &Caller, target: RpcTarget, route: &str, body: &[u8], timeout: std::time::Duration) -> Result<Vec<u8>, GuestError>;
+}
+
+/// A group operation (see the WIT `groups` interface).
+#[derive(Debug, Clone, Copy)]
+pub enum GroupOp<'a> {
+    /// Create, with an optional TTL in ms.
+    Create(&'a str, Option<u64>),
+    /// Delete.
+    Delete(&'a str),
+    /// Add a uid.
+    Add(&'a str, &'a str),
+    /// Remove a uid.
+    Remove(&'a str, &'a str),
+    /// Remove all members.
+    RemoveAll(&'a str),
+    /// Is the uid a member?
+    Contains(&'a str, &'a str),
+    /// Members.
+    Members(&'a str),
+    /// Member count.
+    Count(&'a str),
+    /// Renew the TTL.
+    Renew(&'a str),
+    /// Push to all members: group, route, body.
+    Broadcast(&'a str, &'a str, &'a [u8]),
+}
+
+/// The answer to a [`GroupOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupReply {
+    /// Done.
+    Done,
+    /// A yes/no answer.
+    Bool(bool),
+    /// Members.
+    Members(Vec<String>),
+    /// A count.
+    Count(u32),
+}
+
 /// The resource behind a `call-context` handle: it only marks the handle valid for the call in
 /// progress; the session itself is in [`HostState::call`].
 #[derive(Debug)]
@@ -111,6 +194,15 @@ pub(crate) struct HostState {
     pub call: Option<Arc<dyn SessionHandle>>,
     /// Log tag, shared with the stdout/stderr streams.
     pub tag: Arc<Mutex<LogTag>>,
+    /// Users, groups, RPC.
+    pub services: Arc<dyn HostServices>,
+    /// Who this instance is, for RPC.
+    pub caller: Arc<Caller>,
+    /// Timers of this instance.
+    pub timers: TimerHandle,
+    /// Epoch ticks to grant the running call on top of its deadline: time it spent blocked in
+    /// the host (RPC) does not count against its CPU budget.
+    pub deadline_extension: u64,
 }
 
 impl WasiView for HostState {
@@ -120,12 +212,28 @@ impl WasiView for HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(tag: Arc<Mutex<LogTag>>, memory_limit: usize) -> Self {
+    pub(crate) fn new(
+        tag: Arc<Mutex<LogTag>>,
+        memory_limit: usize,
+        services: Arc<dyn HostServices>,
+        caller: Arc<Caller>,
+        timers: TimerHandle,
+    ) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput { tag: tag.clone(), stream: "stdout", line: Vec::new() })
             .stderr(GuestOutput { tag: tag.clone(), stream: "stderr", line: Vec::new() })
             .build();
-        Self { wasi, table: ResourceTable::new(), limits: MemoryCap::new(memory_limit), call: None, tag }
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limits: MemoryCap::new(memory_limit),
+            call: None,
+            tag,
+            services,
+            caller,
+            timers,
+            deadline_extension: 0,
+        }
     }
 
     fn session(&self, res: &Resource<CallToken>) -> wasmtime::Result<&Arc<dyn SessionHandle>> {
@@ -187,8 +295,122 @@ fn emit(tag: &LogTag, level: types::Level, msg: &str) {
 }
 
 impl log::Host for HostState {
-    fn log(&mut self, level: types::Level, message: String) {
-        emit(&self.tag.lock(), level, &message);
+    fn log(&mut self, level: types::Level, message: String, fields: Vec<(String, String)>) {
+        if fields.is_empty() {
+            emit(&self.tag.lock(), level, &message);
+        } else {
+            let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            emit(&self.tag.lock(), level, &format!("{message} {{{}}}", fields.join(", ")));
+        }
+    }
+}
+
+impl users::Host for HostState {
+    fn push(&mut self, route: String, body: Vec<u8>, uids: Vec<String>) -> Result<Vec<String>, types::Error> {
+        self.services.push_to_users(&route, &body, &uids).map_err(Into::into)
+    }
+
+    fn kick(&mut self, uids: Vec<String>) -> Result<Vec<String>, types::Error> {
+        self.services.kick_users(&uids).map_err(Into::into)
+    }
+}
+
+impl HostState {
+    fn group(&self, op: GroupOp<'_>) -> Result<GroupReply, types::Error> {
+        self.services.group(op).map_err(Into::into)
+    }
+
+    fn group_done(&self, op: GroupOp<'_>) -> Result<(), types::Error> {
+        self.group(op).map(drop)
+    }
+}
+
+impl groups::Host for HostState {
+    fn create(&mut self, name: String, ttl_ms: Option<u64>) -> Result<(), types::Error> {
+        self.group_done(GroupOp::Create(&name, ttl_ms))
+    }
+
+    fn delete(&mut self, name: String) -> Result<(), types::Error> {
+        self.group_done(GroupOp::Delete(&name))
+    }
+
+    fn add(&mut self, name: String, uid: String) -> Result<(), types::Error> {
+        self.group_done(GroupOp::Add(&name, &uid))
+    }
+
+    fn remove(&mut self, name: String, uid: String) -> Result<(), types::Error> {
+        self.group_done(GroupOp::Remove(&name, &uid))
+    }
+
+    fn remove_all(&mut self, name: String) -> Result<(), types::Error> {
+        self.group_done(GroupOp::RemoveAll(&name))
+    }
+
+    fn contains(&mut self, name: String, uid: String) -> Result<bool, types::Error> {
+        match self.group(GroupOp::Contains(&name, &uid))? {
+            GroupReply::Bool(b) => Ok(b),
+            _ => Ok(false),
+        }
+    }
+
+    fn members(&mut self, name: String) -> Result<Vec<String>, types::Error> {
+        match self.group(GroupOp::Members(&name))? {
+            GroupReply::Members(m) => Ok(m),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn count(&mut self, name: String) -> Result<u32, types::Error> {
+        match self.group(GroupOp::Count(&name))? {
+            GroupReply::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
+    }
+
+    fn renew(&mut self, name: String) -> Result<(), types::Error> {
+        self.group_done(GroupOp::Renew(&name))
+    }
+
+    fn broadcast(&mut self, name: String, route: String, body: Vec<u8>) -> Result<(), types::Error> {
+        self.group_done(GroupOp::Broadcast(&name, &route, &body))
+    }
+}
+
+/// RPC timeout when the guest gives none (Pitaya's `requesttimeout`).
+const DEFAULT_RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl HostState {
+    fn rpc(&mut self, target: RpcTarget, route: &str, body: &[u8], timeout_ms: Option<u32>) -> Result<Vec<u8>, types::Error> {
+        let timeout = timeout_ms.map_or(DEFAULT_RPC_TIMEOUT, |ms| std::time::Duration::from_millis(u64::from(ms)));
+        let start = std::time::Instant::now();
+        let result = self.services.rpc(&self.caller, target, route, body, timeout);
+        // Waiting for the reply is not the guest's CPU time.
+        self.deadline_extension += crate::engine::ticks_in(start.elapsed());
+        result.map_err(Into::into)
+    }
+}
+
+impl rpc::Host for HostState {
+    fn call(&mut self, route: String, body: Vec<u8>, timeout_ms: Option<u32>) -> Result<Vec<u8>, types::Error> {
+        self.rpc(RpcTarget::Type, &route, &body, timeout_ms)
+    }
+
+    fn call_to(&mut self, server_id: String, route: String, body: Vec<u8>, timeout_ms: Option<u32>) -> Result<Vec<u8>, types::Error> {
+        self.rpc(RpcTarget::Server(server_id), &route, &body, timeout_ms)
+    }
+}
+
+impl timers::Host for HostState {
+    fn after(&mut self, delay_ms: u64, payload: Vec<u8>) -> u64 {
+        self.timers.start(std::time::Duration::from_millis(delay_ms), false, payload)
+    }
+
+    fn every(&mut self, period_ms: u64, payload: Vec<u8>) -> u64 {
+        self.timers.start(std::time::Duration::from_millis(period_ms.max(1)), true, payload)
+    }
+
+    fn cancel(&mut self, id: u64) -> bool {
+        self.timers.cancel(id)
     }
 }
 

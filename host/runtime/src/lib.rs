@@ -13,12 +13,15 @@
 //! which the guest's `call-context` reaches the session.
 
 mod bindings;
+mod cache;
 mod component;
 mod engine;
 mod host;
 mod pool;
+mod timers;
 
 pub use component::Component;
-pub use engine::{Runtime, RuntimeConfig, RuntimeError};
-pub use host::{GuestError, SessionHandle};
+pub use engine::{Runtime, RuntimeConfig, RuntimeError, RuntimeStats};
+pub use pool::PoolStats;
+pub use host::{Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
 pub use pool::{Affinity, Call, CallError, Description, HandlerKind, PoolConfig, ServerPool};

@@ -5,7 +5,7 @@
 //! message of a session in flight at a time); the pool guarantees that a busy or spinning
 //! instance delays only the calls queued on it, and never an I/O thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -20,7 +20,8 @@ use wasmtime::{Store, Trap};
 use crate::bindings::{Server, types};
 use crate::component::Component;
 use crate::engine::{EPOCH_TICK, Runtime, RuntimeError};
-use crate::host::{CallToken, GuestError, HostState, LogTag, SessionHandle};
+use crate::host::{CallToken, Caller, GuestError, HostServices, HostState, LogTag, SessionHandle};
+use crate::timers::{TimerHandle, Timers};
 
 /// Limits and identity of one server type's pool.
 #[derive(Debug, Clone)]
@@ -68,6 +69,8 @@ pub enum Affinity {
 pub struct Description {
     /// `service.method` → kind.
     pub handlers: HashMap<String, HandlerKind>,
+    /// Remotes, as `service.method`.
+    pub remotes: HashSet<String>,
     /// The guest's preferred affinity.
     pub affinity: Option<Affinity>,
 }
@@ -108,21 +111,49 @@ pub enum CallError {
     /// No instance could be made to run the call, or the pool is shut down.
     #[error("no instance available: {0}")]
     Unavailable(String),
+    /// A blocking call got no answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 enum Work {
-    Handle { route: String, body: Bytes },
-    SessionClosed,
+    Handle { route: String, body: Bytes, session: Arc<dyn SessionHandle> },
+    SessionClosed(Arc<dyn SessionHandle>),
+    Remote { route: String, body: Bytes },
 }
 
-struct Job {
+type CallResult = Result<Vec<u8>, CallError>;
+
+/// Where a call's result goes: an async caller (the I/O side) or a blocked thread (an RPC made
+/// by another instance).
+enum Reply {
+    Async(oneshot::Sender<CallResult>),
+    Blocking(mpsc::SyncSender<CallResult>),
+}
+
+impl Reply {
+    fn send(self, r: CallResult) {
+        match self {
+            Self::Async(tx) => {
+                let _ = tx.send(r);
+            }
+            Self::Blocking(tx) => {
+                let _ = tx.try_send(r);
+            }
+        }
+    }
+}
+
+pub(crate) struct Job {
     work: Work,
-    session: Arc<dyn SessionHandle>,
-    reply: oneshot::Sender<Result<Vec<u8>, CallError>>,
+    reply: Reply,
 }
 
-enum Msg {
+/// What an instance's thread receives.
+pub(crate) enum Msg {
     Job(Job),
+    /// A timer set by this instance fired.
+    Timer { id: u64, payload: Bytes },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -142,6 +173,7 @@ pub struct ServerPool {
     next: AtomicUsize,
     description: Description,
     stats: Arc<PoolStats>,
+    timers: Arc<Timers>,
 }
 
 impl std::fmt::Debug for ServerPool {
@@ -156,20 +188,30 @@ impl ServerPool {
     ///
     /// # Errors
     /// When an instance cannot be created, `describe` traps, or `init` fails.
-    pub fn start(runtime: &Runtime, component: &Component, config: PoolConfig) -> Result<Arc<Self>, RuntimeError> {
+    pub fn start(
+        runtime: &Runtime,
+        component: &Component,
+        config: PoolConfig,
+        services: Arc<dyn HostServices>,
+    ) -> Result<Arc<Self>, RuntimeError> {
         let config = Arc::new(config);
         let stats = Arc::new(PoolStats::default());
+        let timers = Arc::new(Timers::default());
+        let caller = Arc::new(Caller { server_type: config.server_type.clone(), server_id: config.server_id.clone() });
+        let rt = tokio::runtime::Handle::try_current().ok();
         let fail = |msg: String| RuntimeError::Instance { server_type: config.server_type.clone(), msg };
         let mut workers = Vec::new();
         let mut description = None;
         for i in 0..config.instances.max(1) {
-            let mut worker = Worker::new(runtime, component, config.clone(), i as u32, stats.clone());
+            let (tx, rx) = mpsc::channel();
+            let timer = TimerHandle { timers: timers.clone(), tx: tx.clone(), rt: rt.clone() };
+            let env = InstanceEnv { services: services.clone(), caller: caller.clone(), timers: timer };
+            let mut worker = Worker::new(runtime, component, config.clone(), i as u32, stats.clone(), env);
             let slot = worker.instantiate().map_err(fail)?;
             worker.slot = Some(slot);
             if description.is_none() {
                 description = Some(worker.describe().map_err(fail)?);
             }
-            let (tx, rx) = mpsc::channel();
             std::thread::Builder::new()
                 .name(format!("wasm-{}-{i}", config.server_type))
                 .spawn(move || worker.run(rx))
@@ -182,6 +224,7 @@ impl ServerPool {
             next: AtomicUsize::new(0),
             description: description.unwrap_or_default(),
             stats,
+            timers,
         }))
     }
 
@@ -209,11 +252,11 @@ impl ServerPool {
         &self.workers[i]
     }
 
-    fn submit(&self, key: Option<u64>, work: Work, session: Arc<dyn SessionHandle>) -> oneshot::Receiver<Result<Vec<u8>, CallError>> {
+    async fn submit(&self, key: Option<u64>, work: Work) -> CallResult {
         let (reply, rx) = oneshot::channel();
         // A send fails only after shutdown; the dropped reply then reads as Unavailable.
-        let _ = self.pick(key).send(Msg::Job(Job { work, session, reply }));
-        rx
+        let _ = self.pick(key).send(Msg::Job(Job { work, reply: Reply::Async(reply) }));
+        rx.await.unwrap_or_else(|_| Err(CallError::Unavailable("server type is shut down".into())))
     }
 
     /// Runs `call` on the instance picked by `key` (`None`: any instance).
@@ -221,8 +264,7 @@ impl ServerPool {
     /// # Errors
     /// See [`CallError`].
     pub async fn call(&self, key: Option<u64>, call: Call) -> Result<Vec<u8>, CallError> {
-        let rx = self.submit(key, Work::Handle { route: call.route, body: call.body }, call.session);
-        rx.await.unwrap_or_else(|_| Err(CallError::Unavailable("server type is shut down".into())))
+        self.submit(key, Work::Handle { route: call.route, body: call.body, session: call.session }).await
     }
 
     /// Tells the instance picked by `key` that `session` closed.
@@ -230,13 +272,39 @@ impl ServerPool {
     /// # Errors
     /// See [`CallError`].
     pub async fn session_closed(&self, key: Option<u64>, session: Arc<dyn SessionHandle>) -> Result<(), CallError> {
-        let rx = self.submit(key, Work::SessionClosed, session);
-        rx.await.unwrap_or_else(|_| Err(CallError::Unavailable("server type is shut down".into()))).map(drop)
+        self.submit(key, Work::SessionClosed(session)).await.map(drop)
+    }
+
+    /// Runs the remote `route` (`service.method`) on any instance.
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub async fn remote(&self, route: &str, body: Bytes) -> Result<Vec<u8>, CallError> {
+        self.submit(None, Work::Remote { route: route.to_owned(), body }).await
+    }
+
+    /// Runs the remote `route` on any instance, blocking this thread until the answer or
+    /// `timeout`. For RPCs made by guests, from their instance threads.
+    ///
+    /// # Errors
+    /// See [`CallError`]; [`CallError::Timeout`] when no answer came in time.
+    pub fn remote_blocking(&self, route: &str, body: Bytes, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let work = Work::Remote { route: route.to_owned(), body };
+        if self.pick(None).send(Msg::Job(Job { work, reply: Reply::Blocking(tx) })).is_err() {
+            return Err(CallError::Unavailable("server type is shut down".into()));
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(CallError::Timeout(timeout)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(CallError::Unavailable("server type is shut down".into())),
+        }
     }
 
     /// Lets every instance finish the calls queued on it, calls the guests' `shutdown` and
     /// stops the threads.
     pub async fn shutdown(&self) {
+        self.timers.cancel_all();
         let mut waits = Vec::new();
         for w in &self.workers {
             let (tx, rx) = oneshot::channel();
@@ -255,8 +323,16 @@ struct Slot {
     bindings: Server,
 }
 
+/// What an instance's host functions reach.
+struct InstanceEnv {
+    services: Arc<dyn HostServices>,
+    caller: Arc<Caller>,
+    timers: TimerHandle,
+}
+
 /// One instance and the thread that owns it.
 struct Worker {
+    env: InstanceEnv,
     runtime: Runtime,
     component: Component,
     config: Arc<PoolConfig>,
@@ -268,10 +344,18 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(runtime: &Runtime, component: &Component, config: Arc<PoolConfig>, index: u32, stats: Arc<PoolStats>) -> Self {
+    fn new(
+        runtime: &Runtime,
+        component: &Component,
+        config: Arc<PoolConfig>,
+        index: u32,
+        stats: Arc<PoolStats>,
+        env: InstanceEnv,
+    ) -> Self {
         let tag = LogTag { server_type: config.server_type.as_str().into(), instance: index, ..LogTag::default() };
         let deadline_ticks = ticks(config.call_timeout);
         Self {
+            env,
             runtime: runtime.clone(),
             component: component.clone(),
             config,
@@ -293,9 +377,24 @@ impl Worker {
     /// Creates a fresh instance and runs its `init`.
     fn instantiate(&self) -> Result<Slot, String> {
         self.set_tag("init", 0);
-        let mut store = Store::new(&self.runtime.engine, HostState::new(self.tag.clone(), self.config.memory_limit));
+        let state = HostState::new(
+            self.tag.clone(),
+            self.config.memory_limit,
+            self.env.services.clone(),
+            self.env.caller.clone(),
+            self.env.timers.clone(),
+        );
+        let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        // At the deadline: grant the time the call spent blocked in the host (RPC), else trap.
+        store.epoch_deadline_callback(|mut ctx| {
+            let extra = std::mem::take(&mut ctx.data_mut().deadline_extension);
+            if extra > 0 {
+                Ok(wasmtime::UpdateDeadline::Continue(extra))
+            } else {
+                Err(Trap::Interrupt.into())
+            }
+        });
         // Initialisation may do more than a call: give it ten call budgets.
         store.set_epoch_deadline(self.deadline_ticks.saturating_mul(10));
         let bindings = self.component.pre.instantiate(&mut store).map_err(|e| format!("instantiation failed: {e:#}"))?;
@@ -327,22 +426,30 @@ impl Worker {
                 (h.route, kind)
             })
             .collect();
+        let remotes = d.remotes.into_iter().collect();
         let affinity = d.affinity.map(|a| match a {
             types::Affinity::Session => Affinity::Session,
             types::Affinity::Uid => Affinity::Uid,
             types::Affinity::DataField(f) => Affinity::DataField(f),
             types::Affinity::None => Affinity::None,
         });
-        Ok(Description { handlers, affinity })
+        Ok(Description { handlers, remotes, affinity })
     }
 
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         while let Ok(msg) = rx.recv() {
             match msg {
                 Msg::Job(job) => {
-                    let result = self.execute(job.work, job.session);
+                    let result = self.execute(job.work);
                     self.stats.calls.fetch_add(1, Ordering::Relaxed);
-                    let _ = job.reply.send(result);
+                    job.reply.send(result);
+                }
+                Msg::Timer { id, payload } => {
+                    if self.env.timers.fire(id) {
+                        if let Err(e) = self.execute_timer(id, &payload) {
+                            tracing::warn!(server_type = %self.config.server_type, instance = self.index, timer = id, "on-timer failed: {e}");
+                        }
+                    }
                 }
                 Msg::Shutdown(done) => {
                     self.set_tag("shutdown", 0);
@@ -359,7 +466,8 @@ impl Worker {
         }
     }
 
-    fn execute(&mut self, work: Work, session: Arc<dyn SessionHandle>) -> Result<Vec<u8>, CallError> {
+    /// Makes sure an instance exists, rebuilding it after a trap.
+    fn ensure(&mut self) -> Result<(), CallError> {
         if self.slot.is_none() {
             let slot = self.instantiate().map_err(|msg| {
                 tracing::error!(server_type = %self.config.server_type, instance = self.index, "cannot rebuild instance: {msg}");
@@ -368,23 +476,31 @@ impl Worker {
             self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
             self.slot = Some(slot);
         }
-        let route = match &work {
-            Work::Handle { route, .. } => route.as_str(),
-            Work::SessionClosed => "on-session-close",
+        Ok(())
+    }
+
+    fn execute(&mut self, work: Work) -> CallResult {
+        self.ensure()?;
+        let (route, session) = match &work {
+            Work::Handle { route, session, .. } => (route.as_str(), Some(session)),
+            Work::SessionClosed(session) => ("on-session-close", Some(session)),
+            Work::Remote { route, .. } => (route.as_str(), None),
         };
-        self.set_tag(route, session.id());
+        self.set_tag(route, session.map_or(0, |s| s.id()));
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();
-        data.call = Some(session);
+        data.call = session.cloned();
         data.limits.hit = false;
+        data.deadline_extension = 0;
         let token = data.table.push(CallToken).map_err(|e| CallError::Unavailable(e.to_string()))?;
         // Lower a *borrow* of the entry: passing the own handle would leak one handle per call.
-        let borrow = Resource::<CallToken>::new_borrow(token.rep());
+        let borrow = || Resource::<CallToken>::new_borrow(token.rep());
         slot.store.set_epoch_deadline(self.deadline_ticks);
         let guest = slot.bindings.kiwano_server_guest();
         let result = match &work {
-            Work::Handle { route, body } => guest.call_handle(&mut slot.store, borrow, route, body),
-            Work::SessionClosed => guest.call_on_session_close(&mut slot.store, borrow).map(|()| Ok(Vec::new())),
+            Work::Handle { route, body, .. } => guest.call_handle(&mut slot.store, borrow(), route, body),
+            Work::SessionClosed(_) => guest.call_on_session_close(&mut slot.store, borrow()).map(|()| Ok(Vec::new())),
+            Work::Remote { route, body } => guest.call_remote(&mut slot.store, route, body),
         };
         let data = slot.store.data_mut();
         let _ = data.table.delete(token);
@@ -395,19 +511,32 @@ impl Worker {
             }
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(e)) => Err(CallError::Guest(e.into())),
-            Err(e) => {
-                let oom = slot.store.data().limits.hit;
-                // A trapped store cannot be entered again: drop it, rebuild before the next call.
-                self.slot = None;
-                let config = &self.config;
-                Err(if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                    CallError::Deadline(config.call_timeout)
-                } else if oom {
-                    CallError::OutOfMemory(config.memory_limit)
-                } else {
-                    CallError::Trap(format!("{e:#}"))
-                })
-            }
+            Err(e) => Err(self.trapped(e)),
+        }
+    }
+
+    fn execute_timer(&mut self, id: u64, payload: &[u8]) -> Result<(), CallError> {
+        self.ensure()?;
+        self.set_tag("on-timer", 0);
+        let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
+        let data = slot.store.data_mut();
+        data.limits.hit = false;
+        data.deadline_extension = 0;
+        slot.store.set_epoch_deadline(self.deadline_ticks);
+        let r = slot.bindings.kiwano_server_guest().call_on_timer(&mut slot.store, id, payload);
+        r.map_err(|e| self.trapped(e))
+    }
+
+    /// Classifies a trap and drops the instance: a trapped store cannot be entered again.
+    fn trapped(&mut self, e: wasmtime::Error) -> CallError {
+        let oom = self.slot.as_ref().is_some_and(|s| s.store.data().limits.hit);
+        self.slot = None;
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            CallError::Deadline(self.config.call_timeout)
+        } else if oom {
+            CallError::OutOfMemory(self.config.memory_limit)
+        } else {
+            CallError::Trap(format!("{e:#}"))
         }
     }
 }

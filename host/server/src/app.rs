@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kiwano_protocol::RouteDictionary;
 use kiwano_protocol::handshake::HandshakeResponse;
-use kiwano_runtime::{Affinity, Component, PoolConfig, Runtime, RuntimeConfig, ServerPool};
+use kiwano_runtime::{Affinity, Component, HostServices, PoolConfig, Runtime, RuntimeConfig, ServerPool};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -19,6 +19,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{AcceptorKind, AffinitySetting, Config, SessionConfig};
 use crate::connection;
+use crate::groups::MemoryGroups;
+use crate::services::Services;
 use crate::router::ServerType;
 use crate::session::SessionPool;
 use crate::transport::Transport;
@@ -92,6 +94,8 @@ pub struct Server {
     accept_loops: TaskTracker,
     shutdown_timeout: Duration,
     id: String,
+    runtime: Runtime,
+    services: Arc<Services>,
 }
 
 impl Server {
@@ -107,10 +111,19 @@ impl Server {
         } else {
             config.app.id.clone()
         };
+        let cache_dir = (!config.runtime.cache_dir.is_empty()).then(|| Config::resolve(project, &config.runtime.cache_dir));
         let runtime = Runtime::new(RuntimeConfig {
             max_instances: config.runtime.max_instances,
             max_memory: config.runtime.max_memory,
+            cache_dir,
         })?;
+        let sessions = Arc::new(SessionPool::default());
+        let services = Arc::new(Services {
+            sessions: sessions.clone(),
+            groups: MemoryGroups::default(),
+            server_id: id.clone(),
+            types: std::sync::OnceLock::new(),
+        });
         let mut types = HashMap::new();
         for (name, st) in &config.servers {
             let path = Config::resolve(project, &st.component);
@@ -124,10 +137,22 @@ impl Server {
                 config_json: serde_json::to_string(&st.config).unwrap_or_else(|_| "{}".into()),
             };
             let rt = runtime.clone();
+            let svc: Arc<dyn HostServices> = services.clone();
+            let remote_instances = st.remote_instances;
             // Compiling a component is CPU work: keep it off the I/O threads.
-            let pool = tokio::task::spawn_blocking(move || -> Result<Arc<ServerPool>, kiwano_runtime::RuntimeError> {
+            type Pools = (Arc<ServerPool>, Option<Arc<ServerPool>>);
+            let (pool, remotes) = tokio::task::spawn_blocking(move || -> Result<Pools, kiwano_runtime::RuntimeError> {
                 let component = Component::load(&rt, &path)?;
-                ServerPool::start(&rt, &component, pool_config)
+                let pool = ServerPool::start(&rt, &component, pool_config.clone(), svc.clone())?;
+                // Remotes get instances of their own: an RPC never waits behind client calls,
+                // and a handler's RPC to its own type cannot wait on itself.
+                let remotes = if pool.description().remotes.is_empty() {
+                    None
+                } else {
+                    let cfg = PoolConfig { instances: remote_instances, ..pool_config };
+                    Some(ServerPool::start(&rt, &component, cfg, svc)?)
+                };
+                Ok((pool, remotes))
             })
             .await
             .map_err(|e| kiwano_runtime::RuntimeError::Instance { server_type: name.clone(), msg: e.to_string() })??;
@@ -142,8 +167,10 @@ impl Server {
                 ?affinity,
                 "server type ready"
             );
-            types.insert(name.clone(), Arc::new(ServerType { name: name.clone(), pool, affinity, frontend: st.frontend }));
+            let server_type = ServerType { name: name.clone(), pool, remotes, affinity, frontend: st.frontend };
+            types.insert(name.clone(), Arc::new(server_type));
         }
+        let _ = services.types.set(types.clone());
         let p = &config.protocol;
         // Validated with the rest of the config.
         let dictionary = RouteDictionary::new(p.dictionary.iter().map(|(k, v)| (k, *v))).unwrap_or_default();
@@ -155,12 +182,13 @@ impl Server {
             heartbeat: p.heartbeat_interval,
             handshake_timeout: p.handshake_timeout,
             session: config.session.clone(),
-            sessions: Arc::new(SessionPool::default()),
+            sessions,
             types,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
         let accept_loops = TaskTracker::new();
+        accept_loops.spawn(sweep_groups(services.clone(), config.groups.sweep_interval, shared.shutdown.clone()));
         let mut acceptors = Vec::new();
         for (name, st) in &config.servers {
             for a in &st.acceptors {
@@ -186,7 +214,17 @@ impl Server {
                 accept_loops.spawn(accept_loop(shared.clone(), name.as_str().into(), listener, a.kind, tls));
             }
         }
-        Ok(Self { shared, acceptors, accept_loops, shutdown_timeout: config.app.shutdown_timeout, id })
+        Ok(Self { shared, acceptors, accept_loops, shutdown_timeout: config.app.shutdown_timeout, id, runtime, services })
+    }
+
+    /// The Wasm runtime (its counters show compilations and cache hits).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The host services (groups…).
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// This server's id.
@@ -226,11 +264,27 @@ impl Server {
             tracing::warn!(timeout = ?self.shutdown_timeout, "connections still open after the shutdown timeout");
         }
         for t in self.shared.types.values() {
-            if tokio::time::timeout(self.shutdown_timeout, t.pool.shutdown()).await.is_err() {
-                tracing::warn!(server_type = %t.name, "guest shutdown did not finish in time");
+            for pool in std::iter::once(&t.pool).chain(t.remotes.as_ref()) {
+                if tokio::time::timeout(self.shutdown_timeout, pool.shutdown()).await.is_err() {
+                    tracing::warn!(server_type = %t.name, "guest shutdown did not finish in time");
+                }
             }
         }
         tracing::info!("stopped");
+    }
+}
+
+async fn sweep_groups(services: Arc<Services>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                for name in services.groups.sweep() {
+                    tracing::debug!(group = %name, "group TTL expired: deleted");
+                }
+            }
+        }
     }
 }
 

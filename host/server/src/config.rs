@@ -57,6 +57,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// The Wasm engine.
     pub runtime: RuntimeSection,
+    /// Groups.
+    pub groups: GroupsConfig,
     /// Server types, by name.
     pub servers: BTreeMap<String, ServerTypeConfig>,
 }
@@ -133,6 +135,21 @@ impl Default for SessionConfig {
     }
 }
 
+/// `[groups]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// How often groups whose TTL passed are deleted (`pitaya.groups.memory.tickduration`).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self { sweep_interval: Duration::from_secs(30) }
+    }
+}
+
 /// `[runtime]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -141,11 +158,13 @@ pub struct RuntimeSection {
     pub max_instances: u32,
     /// Largest linear memory of any instance, in bytes (backstop for `memory_limit`).
     pub max_memory: usize,
+    /// Compiled-component cache, relative to the project; empty: no cache.
+    pub cache_dir: String,
 }
 
 impl Default for RuntimeSection {
     fn default() -> Self {
-        Self { max_instances: 128, max_memory: 1 << 30 }
+        Self { max_instances: 128, max_memory: 1 << 30, cache_dir: ".kiwano/cache".into() }
     }
 }
 
@@ -164,6 +183,8 @@ pub struct ServerTypeConfig {
     pub sources: Vec<String>,
     /// Warm instances of the component.
     pub instances: usize,
+    /// Instances serving remotes (RPC), apart from handlers; unused without remotes.
+    pub remote_instances: usize,
     /// `session`, `uid`, `none` or `data:<field>`; empty: the guest's choice, else `session`.
     pub affinity: String,
     /// Deadline of one guest call.
@@ -187,6 +208,7 @@ impl Default for ServerTypeConfig {
             build: String::new(),
             sources: Vec::new(),
             instances: 2,
+            remote_instances: 1,
             affinity: String::new(),
             call_timeout: Duration::from_secs(5),
             memory_limit: 64 << 20,
@@ -298,6 +320,9 @@ impl Config {
             }
             if s.instances == 0 {
                 return bad(key("instances"), "must be at least 1");
+            }
+            if s.remote_instances == 0 {
+                return bad(key("remote_instances"), "must be at least 1");
             }
             if s.call_timeout.is_zero() {
                 return bad(key("call_timeout"), "must be more than 0");

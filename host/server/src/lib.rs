@@ -9,8 +9,10 @@
 pub mod app;
 pub mod config;
 pub mod connection;
+pub mod groups;
 pub mod project;
 pub mod router;
+pub mod services;
 pub mod session;
 pub mod tls;
 pub mod transport;

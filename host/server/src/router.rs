@@ -27,8 +27,10 @@ use crate::session::Session;
 pub struct ServerType {
     /// Its name.
     pub name: String,
-    /// Its instances.
+    /// Its instances for client messages.
     pub pool: Arc<ServerPool>,
+    /// Its instances for remotes (RPC), apart from handlers; `None` when it has no remotes.
+    pub remotes: Option<Arc<ServerPool>>,
     /// How calls pick an instance.
     pub affinity: Affinity,
     /// Whether clients connect to it.

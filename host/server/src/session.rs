@@ -168,6 +168,11 @@ impl Session {
         }
     }
 
+    /// How this session's messages are encoded.
+    pub fn wire(&self) -> &Wire {
+        &self.wire
+    }
+
     /// Whether the connection is gone.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)

@@ -1,14 +1,14 @@
 //! The test suite's guest (server type `testbed`): one handler per behaviour the wire tests
-//! check. Control inputs are plain text bodies (`"25"`, `"alice"`), so tests stay readable.
+//! check. Control inputs are plain text bodies (`"25"`, `"alice"`) or small JSON objects.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use kiwano_guest::{CallContext, Description, Error, Guest, InitInfo, Level, log, notify, request};
+use kiwano_guest::{Context, Error, InitInfo, Server, groups, log, rpc, timers, users};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 static INSTANCE: AtomicU32 = AtomicU32::new(u32::MAX);
-
-struct Testbed;
 
 fn text(body: &[u8]) -> String {
     String::from_utf8_lossy(body).into_owned()
@@ -25,87 +25,174 @@ fn spin(d: Duration) {
     }
 }
 
-impl Guest for Testbed {
-    fn describe() -> Description {
-        let requests = [
-            "test.echo", "test.error", "test.errnocode", "test.trap", "test.loop", "test.oom", "test.big", "test.spin",
-            "test.instance", "test.bind", "test.uid", "test.get", "test.set", "test.data", "test.setdata", "test.push",
-            "test.kick", "test.handshake", "test.addr", "test.log", "test.sessionid", "test.incr",
-        ];
-        let mut handlers: Vec<_> = requests.iter().map(|r| request(r)).collect();
-        handlers.push(notify("test.notify"));
-        Description { handlers, affinity: None }
-    }
-
-    fn init(info: InitInfo) -> Result<(), Error> {
-        INSTANCE.store(info.instance, Ordering::Relaxed);
-        log(Level::Debug, &format!("init {} instance {}", info.server_type, info.instance));
-        Ok(())
-    }
-
-    fn shutdown() {
-        log(Level::Info, "testbed shutting down");
-    }
-
-    fn handle(ctx: &CallContext, route: String, body: Vec<u8>) -> Result<Vec<u8>, Error> {
-        match route.as_str() {
-            "test.echo" => Ok(body),
-            "test.error" => Err(Error {
-                code: "RH-001".into(),
-                msg: "custom failure".into(),
-                metadata: vec![("failed".into(), "bind".into()), ("route".into(), route.clone())],
-            }),
-            "test.errnocode" => Err(Error::new("", "no code")),
-            "test.trap" => panic!("testbed trap requested"),
-            "test.loop" => loop {
-                std::hint::spin_loop();
-            },
-            "test.oom" => {
-                let mut hog: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hog.push(vec![1u8; 1 << 20]);
-                }
-            }
-            "test.big" => Ok(vec![b'x'; number(&body) as usize]),
-            "test.spin" => {
-                spin(Duration::from_micros(number(&body)));
-                Ok(body)
-            }
-            "test.instance" => Ok(INSTANCE.load(Ordering::Relaxed).to_string().into_bytes()),
-            "test.bind" => ctx.bind(&text(&body)).map(|()| b"bound".to_vec()),
-            "test.uid" => Ok(ctx.uid().unwrap_or_default().into_bytes()),
-            "test.get" => Ok(ctx.get(&text(&body)).unwrap_or_else(|| "none".into()).into_bytes()),
-            "test.set" => {
-                let t = text(&body);
-                let (k, v) = t.split_once('=').unwrap_or((&t, "null"));
-                ctx.set(k, v).map(|()| b"set".to_vec())
-            }
-            "test.data" => Ok(ctx.data().into_bytes()),
-            "test.setdata" => ctx.set_data(&text(&body)).map(|()| b"set".to_vec()),
-            "test.push" => ctx.push("onPush", &body).map(|()| b"pushed".to_vec()),
-            "test.kick" => ctx.kick().map(|()| b"kicked".to_vec()),
-            "test.handshake" => Ok(ctx.handshake().into_bytes()),
-            "test.addr" => Ok(ctx.remote_address().into_bytes()),
-            "test.log" => {
-                log(Level::Info, &format!("guest says {}", text(&body)));
-                println!("stdout says {}", text(&body));
-                eprintln!("stderr says {}", text(&body));
-                Ok(Vec::new())
-            }
-            "test.sessionid" => Ok(ctx.session_id().to_string().into_bytes()),
-            "test.incr" => {
-                let n: u64 = ctx.get("count").and_then(|v| v.parse().ok()).unwrap_or(0) + 1;
-                ctx.set("count", &n.to_string())?;
-                Ok(n.to_string().into_bytes())
-            }
-            "test.notify" => ctx.push("onNotify", &body).map(|()| Vec::new()),
-            other => Err(Error::new("PIT-404", format!("testbed has no {other}"))),
-        }
-    }
-
-    fn on_session_close(ctx: &CallContext) {
-        log(Level::Info, &format!("session {} closed, uid {:?}", ctx.session_id(), ctx.uid()));
-    }
+fn raw(f: fn(&Context, &[u8]) -> Result<Vec<u8>, Error>) -> impl Fn(&Context, &[u8]) -> Result<Vec<u8>, Error> {
+    f
 }
 
-kiwano_guest::export!(Testbed);
+#[derive(Deserialize)]
+struct GroupCmd {
+    op: String,
+    name: String,
+    #[serde(default)]
+    uid: String,
+    ttl_ms: Option<u64>,
+    #[serde(default)]
+    route: String,
+    #[serde(default)]
+    body: String,
+}
+
+fn group(_: &Context, c: GroupCmd) -> Result<Value, Error> {
+    let n = c.name.as_str();
+    Ok(match c.op.as_str() {
+        "create" => groups::create(n, c.ttl_ms.map(Duration::from_millis)).map(|()| json!("ok"))?,
+        "delete" => groups::delete(n).map(|()| json!("ok"))?,
+        "add" => groups::add(n, &c.uid).map(|()| json!("ok"))?,
+        "remove" => groups::remove(n, &c.uid).map(|()| json!("ok"))?,
+        "remove_all" => groups::remove_all(n).map(|()| json!("ok"))?,
+        "contains" => json!(groups::contains(n, &c.uid)?),
+        "members" => json!(groups::members(n)?),
+        "count" => json!(groups::count(n)?),
+        "renew" => groups::renew(n).map(|()| json!("ok"))?,
+        "broadcast" => groups::broadcast(n, &c.route, c.body.as_bytes()).map(|()| json!("ok"))?,
+        other => return Err(Error::bad_request(format!("unknown group op {other}"))),
+    })
+}
+
+#[derive(Deserialize)]
+struct PushCmd {
+    route: String,
+    body: String,
+    uids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RpcCmd {
+    route: String,
+    body: String,
+    server_id: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+fn call_rpc(_: &Context, c: RpcCmd) -> Result<String, Error> {
+    let timeout = c.timeout_ms.map(Duration::from_millis);
+    let out = match &c.server_id {
+        Some(id) => rpc::call_to_raw(id, &c.route, c.body.as_bytes(), timeout)?,
+        None => rpc::call_raw(&c.route, c.body.as_bytes(), timeout)?,
+    };
+    Ok(text(&out))
+}
+
+#[derive(Deserialize)]
+struct TimerCmd {
+    ms: u64,
+    #[serde(default)]
+    every: bool,
+    uid: String,
+    tag: String,
+}
+
+fn set_timer(_: &Context, c: TimerCmd) -> Result<u64, Error> {
+    let payload = json!({"uid": c.uid, "tag": c.tag}).to_string();
+    Ok(if c.every { timers::every(Duration::from_millis(c.ms), payload.as_bytes()) } else { timers::after(Duration::from_millis(c.ms), payload.as_bytes()) })
+}
+
+fn on_timer(id: u64, payload: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(payload) else { return };
+    let uid = v["uid"].as_str().unwrap_or_default().to_owned();
+    let tag = v["tag"].as_str().unwrap_or_default();
+    let _ = users::push_raw("onTimer", format!("{tag}#{id}").as_bytes(), &[uid]);
+}
+
+#[derive(Deserialize)]
+struct Sum {
+    a: i64,
+    b: i64,
+}
+
+fn handlers(s: Server) -> Server {
+    s.request_raw("test.echo", |_, b| Ok(b.to_vec()))
+        .request_raw(
+            "test.error",
+            raw(|_, _| Err(Error::new("RH-001", "custom failure").with("failed", "bind").with("route", "test.error"))),
+        )
+        .request_raw("test.errnocode", |_, _| Err(Error::new("", "no code")))
+        .request_raw("test.trap", |_, _| panic!("testbed trap requested"))
+        .request_raw("test.loop", |_, _| loop {
+            std::hint::spin_loop();
+        })
+        .request_raw("test.oom", |_, _| {
+            let mut hog: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hog.push(vec![1u8; 1 << 20]);
+            }
+        })
+        .request_raw("test.big", |_, b| Ok(vec![b'x'; number(b) as usize]))
+        .request_raw("test.spin", |_, b| {
+            spin(Duration::from_micros(number(b)));
+            Ok(b.to_vec())
+        })
+        .request_raw("test.instance", |_, _| Ok(INSTANCE.load(Ordering::Relaxed).to_string().into_bytes()))
+        .request_raw("test.bind", |ctx, b| ctx.bind(&text(b)).map(|()| b"bound".to_vec()))
+        .request_raw("test.uid", |ctx, _| Ok(ctx.uid().unwrap_or_default().into_bytes()))
+        .request_raw("test.get", |ctx, b| Ok(ctx.get_raw(&text(b)).unwrap_or_else(|| "none".into()).into_bytes()))
+        .request_raw("test.set", |ctx, b| {
+            let t = text(b);
+            let (k, v) = t.split_once('=').unwrap_or((&t, "null"));
+            let v: Value = serde_json::from_str(v).map_err(|e| Error::bad_request(format!("session data value for {k:?} is not JSON: {e}")))?;
+            ctx.set(k, &v).map(|()| b"set".to_vec())
+        })
+        .request_raw("test.data", |ctx, _| Ok(Value::Object(ctx.data()).to_string().into_bytes()))
+        .request_raw("test.setdata", |ctx, b| match serde_json::from_slice::<Value>(b) {
+            Ok(Value::Object(m)) => ctx.set_data(&m).map(|()| b"set".to_vec()),
+            _ => Err(Error::new("PIT-400", "session data must be a JSON object")),
+        })
+        .request_raw("test.push", |ctx, b| ctx.push_raw("onPush", b).map(|()| b"pushed".to_vec()))
+        .request_raw("test.kick", |ctx, _| ctx.kick().map(|()| b"kicked".to_vec()))
+        .request_raw("test.handshake", |ctx, _| Ok(ctx.handshake().to_string().into_bytes()))
+        .request_raw("test.addr", |ctx, _| Ok(ctx.remote_address().into_bytes()))
+        .request_raw("test.log", |_, b| {
+            log::info(&format!("guest says {}", text(b)));
+            log::log(kiwano_guest::Level::Warn, "structured", &[("who".into(), text(b))]);
+            println!("stdout says {}", text(b));
+            eprintln!("stderr says {}", text(b));
+            Ok(Vec::new())
+        })
+        .request_raw("test.sessionid", |ctx, _| Ok(ctx.session_id().to_string().into_bytes()))
+        .request_raw("test.incr", |ctx, _| {
+            let n: u64 = ctx.get("count").unwrap_or(0) + 1;
+            ctx.set("count", &n)?;
+            Ok(n.to_string().into_bytes())
+        })
+        .notify_raw("test.notify", |ctx, b| ctx.push_raw("onNotify", b))
+        .request("test.group", group)
+        .request("test.pushusers", |_, c: PushCmd| users::push_raw(&c.route, c.body.as_bytes(), &c.uids))
+        .request("test.kickusers", |_, uids: Vec<String>| users::kick(&uids))
+        .request("test.rpc", call_rpc)
+        .request("test.timer", set_timer)
+        .request("test.cancel", |_, id: u64| Ok(timers::cancel(id)))
+}
+
+fn remotes(s: Server) -> Server {
+    s.remote("remote.add", |s: Sum| Ok(json!({"sum": s.a + s.b})))
+        .remote_raw("remote.fail", |_| Err(Error::new("RM-042", "remote refused").with("why", "test")))
+        .remote_raw("remote.slow", |b| {
+            spin(Duration::from_millis(number(b)));
+            Ok(b"slow done".to_vec())
+        })
+        .remote_raw("remote.whoami", |_| Ok(format!("remote instance {}", INSTANCE.load(Ordering::Relaxed)).into_bytes()))
+}
+
+fn server() -> Server {
+    remotes(handlers(Server::new()))
+        .on_init(|info: &InitInfo| {
+            INSTANCE.store(info.instance, Ordering::Relaxed);
+            log::debug(&format!("init {} instance {}", info.server_type, info.instance));
+            Ok(())
+        })
+        .on_shutdown(|| log::info("testbed shutting down"))
+        .on_session_close(|ctx| log::info(&format!("session {} closed, uid {:?}", ctx.session_id(), ctx.uid())))
+        .on_timer(on_timer)
+}
+
+kiwano_guest::export!(server);

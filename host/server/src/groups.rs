@@ -1,0 +1,202 @@
+//! In-memory groups (Pitaya's default group service): named, ordered sets of uids with an
+//! optional TTL, swept periodically. Errors carry Pitaya's messages.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kiwano_protocol::error::codes;
+use kiwano_runtime::GuestError;
+use parking_lot::Mutex;
+
+struct Group {
+    uids: Vec<String>,
+    ttl: Option<Duration>,
+    refreshed: Instant,
+}
+
+/// All groups of this process.
+#[derive(Default)]
+pub struct MemoryGroups {
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+impl std::fmt::Debug for MemoryGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryGroups").field("groups", &self.groups.lock().len()).finish()
+    }
+}
+
+fn not_found() -> GuestError {
+    GuestError::new(codes::NOT_FOUND, "group not found")
+}
+
+fn check_uid(uid: &str) -> Result<(), GuestError> {
+    if uid.is_empty() { Err(GuestError::new(codes::BAD_REQUEST, "empty uid")) } else { Ok(()) }
+}
+
+impl MemoryGroups {
+    fn with<T>(&self, name: &str, f: impl FnOnce(&mut Group) -> Result<T, GuestError>) -> Result<T, GuestError> {
+        let mut groups = self.groups.lock();
+        f(groups.get_mut(name).ok_or_else(not_found)?)
+    }
+
+    /// Creates a group.
+    ///
+    /// # Errors
+    /// `group already exists`.
+    pub fn create(&self, name: &str, ttl: Option<Duration>) -> Result<(), GuestError> {
+        let mut groups = self.groups.lock();
+        if groups.contains_key(name) {
+            return Err(GuestError::new(codes::BAD_REQUEST, "group already exists"));
+        }
+        groups.insert(name.to_owned(), Group { uids: Vec::new(), ttl, refreshed: Instant::now() });
+        Ok(())
+    }
+
+    /// Deletes a group.
+    ///
+    /// # Errors
+    /// `group not found`.
+    pub fn delete(&self, name: &str) -> Result<(), GuestError> {
+        self.groups.lock().remove(name).map(drop).ok_or_else(not_found)
+    }
+
+    /// Adds a member.
+    ///
+    /// # Errors
+    /// `empty uid`, `group not found`, `member already exists in group`.
+    pub fn add(&self, name: &str, uid: &str) -> Result<(), GuestError> {
+        check_uid(uid)?;
+        self.with(name, |g| {
+            if g.uids.iter().any(|u| u == uid) {
+                return Err(GuestError::new(codes::BAD_REQUEST, "member already exists in group"));
+            }
+            g.uids.push(uid.to_owned());
+            Ok(())
+        })
+    }
+
+    /// Removes a member.
+    ///
+    /// # Errors
+    /// `empty uid`, `group not found`, `member not found in the group`.
+    pub fn remove(&self, name: &str, uid: &str) -> Result<(), GuestError> {
+        check_uid(uid)?;
+        self.with(name, |g| match g.uids.iter().position(|u| u == uid) {
+            Some(i) => {
+                g.uids.remove(i);
+                Ok(())
+            }
+            None => Err(GuestError::new(codes::NOT_FOUND, "member not found in the group")),
+        })
+    }
+
+    /// Removes every member.
+    ///
+    /// # Errors
+    /// `group not found`.
+    pub fn remove_all(&self, name: &str) -> Result<(), GuestError> {
+        self.with(name, |g| {
+            g.uids.clear();
+            Ok(())
+        })
+    }
+
+    /// Whether `uid` is a member.
+    ///
+    /// # Errors
+    /// `empty uid`, `group not found`.
+    pub fn contains(&self, name: &str, uid: &str) -> Result<bool, GuestError> {
+        check_uid(uid)?;
+        self.with(name, |g| Ok(g.uids.iter().any(|u| u == uid)))
+    }
+
+    /// The members, in the order they were added.
+    ///
+    /// # Errors
+    /// `group not found`.
+    pub fn members(&self, name: &str) -> Result<Vec<String>, GuestError> {
+        self.with(name, |g| Ok(g.uids.clone()))
+    }
+
+    /// The number of members.
+    ///
+    /// # Errors
+    /// `group not found`.
+    pub fn count(&self, name: &str) -> Result<u32, GuestError> {
+        self.with(name, |g| Ok(u32::try_from(g.uids.len()).unwrap_or(u32::MAX)))
+    }
+
+    /// Restarts the TTL.
+    ///
+    /// # Errors
+    /// `group not found`, `memory group TTL not found` (a group without TTL).
+    pub fn renew(&self, name: &str) -> Result<(), GuestError> {
+        self.with(name, |g| {
+            if g.ttl.is_none() {
+                return Err(GuestError::new(codes::NOT_FOUND, "memory group TTL not found"));
+            }
+            g.refreshed = Instant::now();
+            Ok(())
+        })
+    }
+
+    /// Deletes the groups whose TTL passed; returns their names.
+    pub fn sweep(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        self.groups.lock().retain(|name, g| {
+            let alive = g.ttl.is_none_or(|ttl| now.duration_since(g.refreshed) <= ttl);
+            if !alive {
+                gone.push(name.clone());
+            }
+            alive
+        });
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg<T: std::fmt::Debug>(r: Result<T, GuestError>) -> String {
+        r.unwrap_err().msg
+    }
+
+    #[test]
+    fn lifecycle_and_errors() {
+        let g = MemoryGroups::default();
+        assert_eq!(msg(g.members("room")), "group not found");
+        g.create("room", None).unwrap();
+        assert_eq!(msg(g.create("room", None)), "group already exists");
+        g.add("room", "a").unwrap();
+        g.add("room", "b").unwrap();
+        assert_eq!(msg(g.add("room", "a")), "member already exists in group");
+        assert_eq!(msg(g.add("room", "")), "empty uid");
+        assert_eq!(g.members("room").unwrap(), vec!["a", "b"]);
+        assert!(g.contains("room", "b").unwrap());
+        g.remove("room", "a").unwrap();
+        assert_eq!(msg(g.remove("room", "a")), "member not found in the group");
+        assert_eq!(g.count("room").unwrap(), 1);
+        assert_eq!(msg(g.renew("room")), "memory group TTL not found");
+        g.remove_all("room").unwrap();
+        assert_eq!(g.count("room").unwrap(), 0);
+        g.delete("room").unwrap();
+        assert_eq!(msg(g.delete("room")), "group not found");
+    }
+
+    #[test]
+    fn ttl_sweeps_unless_renewed() {
+        let g = MemoryGroups::default();
+        g.create("short", Some(Duration::from_millis(30))).unwrap();
+        g.create("kept", None).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        g.renew("short").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(g.sweep().is_empty());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(g.sweep(), vec!["short"]);
+        assert!(g.members("kept").is_ok());
+    }
+}
