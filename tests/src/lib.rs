@@ -121,11 +121,13 @@ pub struct TestConfig {
     pub server_type: String,
     /// Its component; `None`: the testbed guest, built from source.
     pub component: Option<PathBuf>,
+    /// The compiled-component cache; `None`: one shared by all tests under `target/`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for TestConfig {
     fn default() -> Self {
-        Self { extra: String::new(), testbed: "instances = 2".into(), server_type: "testbed".into(), component: None }
+        Self { extra: String::new(), testbed: "instances = 2".into(), server_type: "testbed".into(), component: None, cache_dir: None }
     }
 }
 
@@ -150,8 +152,11 @@ impl TestServer {
         let tls = tls();
         let cert = tls.dir.join("cert.pem");
         let key = tls.dir.join("key.pem");
+        let cache = opts.cache_dir.clone().unwrap_or_else(|| root().join("target").join("test-cache"));
         let text = format!(
             r#"
+[runtime]
+cache_dir = "{cache}"
 {extra}
 [servers.{st}]
 frontend = true
@@ -175,6 +180,7 @@ cert = "{cert}"
 key = "{key}"
 "#,
             extra = opts.extra,
+            cache = cache.display(),
             st = opts.server_type,
             testbed = opts.testbed,
             component = component.display(),
