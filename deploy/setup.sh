@@ -8,3 +8,17 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     echo "setup: adding the wasm32-wasip2 Rust target" >&2
     rustup target add wasm32-wasip2
 fi
+
+# Python guests: componentize-py (guest-sdk/python/build.sh).
+if ! componentize-py --version 2>/dev/null | grep -q '^componentize-py 0\.25\.'; then
+    echo "setup: installing componentize-py 0.25 from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'componentize-py==0.25.*'
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+
+# JavaScript guests: componentize-js, pinned by guest-sdk/js/package-lock.json.
+js="$(cd "$(dirname "$0")/.." && pwd)/guest-sdk/js"
+if [ ! -f "$js/node_modules/.package-lock.json" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
+    echo "setup: installing componentize-js (npm ci in guest-sdk/js)" >&2
+    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
