@@ -6,6 +6,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+pub mod polyglot;
+
 pub use kiwano_client::{Client, ClientError, TlsClient, Transport};
 pub use kiwano_protocol::{Message, MessageType, PitayaError, Serializer};
 use kiwano_server::config::AcceptorKind;

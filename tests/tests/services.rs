@@ -191,7 +191,7 @@ async fn timers_fire_in_order_on_their_instance_and_cancelled_ones_never() {
 #[tokio::test]
 async fn rpc_and_remotes() {
     let s = Arc::new(TestServer::start().await);
-    let id = s.server.id().to_owned();
+    let id = s.server.server_id("testbed").unwrap().to_owned();
     let mut c = s.client(Transport::Tcp).await;
     let rpc = |route: &str, body: &str, server: Option<&str>, timeout: Option<u64>| {
         json!({"route": route, "body": body, "server_id": server, "timeout_ms": timeout})
@@ -232,7 +232,7 @@ async fn rpc_and_remotes() {
 async fn rpc_wait_does_not_count_against_the_call_deadline() {
     let _timing = TIMING.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 1\ncall_timeout = \"300ms\"".into(), ..Default::default() }).await;
-    let id = s.server.id().to_owned();
+    let id = s.server.server_id("testbed").unwrap().to_owned();
     let mut c = s.client(Transport::Tcp).await;
     // The remote spins 250 ms (within its own 300 ms budget); the caller waits ~250 ms more
     // than a quick call, yet well within its budget of CPU time.

@@ -127,7 +127,16 @@ pub trait HostServices: Send + Sync {
     ///
     /// # Errors
     /// No such server or remote, a timeout (`PIT-408`), the remote's own error.
-    fn rpc(&self, caller: &Caller, target: RpcTarget, route: &str, body: &[u8], timeout: std::time::Duration) -> Result<Vec<u8>, GuestError>;
+    /// `hops` counts the RPCs that led to this one (0 from a client call).
+    fn rpc(
+        &self,
+        caller: &Caller,
+        hops: u64,
+        target: RpcTarget,
+        route: &str,
+        body: &[u8],
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, GuestError>;
 }
 
 /// A group operation (see the WIT `groups` interface).
@@ -200,6 +209,8 @@ pub(crate) struct HostState {
     pub caller: Arc<Caller>,
     /// Timers of this instance.
     pub timers: TimerHandle,
+    /// Hops of the call in progress: RPCs it makes carry one more.
+    pub hops: u64,
     /// Epoch ticks to grant the running call on top of its deadline: time it spent blocked in
     /// the host (RPC) does not count against its CPU budget.
     pub deadline_extension: u64,
@@ -233,6 +244,7 @@ impl HostState {
             caller,
             timers,
             deadline_extension: 0,
+            hops: 0,
         }
     }
 
@@ -383,7 +395,7 @@ impl HostState {
     fn rpc(&mut self, target: RpcTarget, route: &str, body: &[u8], timeout_ms: Option<u32>) -> Result<Vec<u8>, types::Error> {
         let timeout = timeout_ms.map_or(DEFAULT_RPC_TIMEOUT, |ms| std::time::Duration::from_millis(u64::from(ms)));
         let start = std::time::Instant::now();
-        let result = self.services.rpc(&self.caller, target, route, body, timeout);
+        let result = self.services.rpc(&self.caller, self.hops + 1, target, route, body, timeout);
         // Waiting for the reply is not the guest's CPU time.
         self.deadline_extension += crate::engine::ticks_in(start.elapsed());
         result.map_err(Into::into)

@@ -111,24 +111,19 @@ pub enum CallError {
     /// No instance could be made to run the call, or the pool is shut down.
     #[error("no instance available: {0}")]
     Unavailable(String),
-    /// A blocking call got no answer in time.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
 }
 
 enum Work {
     Handle { route: String, body: Bytes, session: Arc<dyn SessionHandle> },
     SessionClosed(Arc<dyn SessionHandle>),
-    Remote { route: String, body: Bytes },
+    Remote { route: String, body: Bytes, hops: u64 },
 }
 
 type CallResult = Result<Vec<u8>, CallError>;
 
-/// Where a call's result goes: an async caller (the I/O side) or a blocked thread (an RPC made
-/// by another instance).
+/// Where a call's result goes.
 enum Reply {
     Async(oneshot::Sender<CallResult>),
-    Blocking(mpsc::SyncSender<CallResult>),
 }
 
 impl Reply {
@@ -136,9 +131,6 @@ impl Reply {
         match self {
             Self::Async(tx) => {
                 let _ = tx.send(r);
-            }
-            Self::Blocking(tx) => {
-                let _ = tx.try_send(r);
             }
         }
     }
@@ -275,30 +267,13 @@ impl ServerPool {
         self.submit(key, Work::SessionClosed(session)).await.map(drop)
     }
 
-    /// Runs the remote `route` (`service.method`) on any instance.
+    /// Runs the remote `route` (`service.method`) on any instance; `hops` counts the RPCs that
+    /// led to this call.
     ///
     /// # Errors
     /// See [`CallError`].
-    pub async fn remote(&self, route: &str, body: Bytes) -> Result<Vec<u8>, CallError> {
-        self.submit(None, Work::Remote { route: route.to_owned(), body }).await
-    }
-
-    /// Runs the remote `route` on any instance, blocking this thread until the answer or
-    /// `timeout`. For RPCs made by guests, from their instance threads.
-    ///
-    /// # Errors
-    /// See [`CallError`]; [`CallError::Timeout`] when no answer came in time.
-    pub fn remote_blocking(&self, route: &str, body: Bytes, timeout: Duration) -> Result<Vec<u8>, CallError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let work = Work::Remote { route: route.to_owned(), body };
-        if self.pick(None).send(Msg::Job(Job { work, reply: Reply::Blocking(tx) })).is_err() {
-            return Err(CallError::Unavailable("server type is shut down".into()));
-        }
-        match rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(CallError::Timeout(timeout)),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(CallError::Unavailable("server type is shut down".into())),
-        }
+    pub async fn remote(&self, route: &str, body: Bytes, hops: u64) -> Result<Vec<u8>, CallError> {
+        self.submit(None, Work::Remote { route: route.to_owned(), body, hops }).await
     }
 
     /// Lets every instance finish the calls queued on it, calls the guests' `shutdown` and
@@ -486,12 +461,14 @@ impl Worker {
             Work::SessionClosed(session) => ("on-session-close", Some(session)),
             Work::Remote { route, .. } => (route.as_str(), None),
         };
+        let hops = if let Work::Remote { hops, .. } = &work { *hops } else { 0 };
         self.set_tag(route, session.map_or(0, |s| s.id()));
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();
         data.call = session.cloned();
         data.limits.hit = false;
         data.deadline_extension = 0;
+        data.hops = hops;
         let token = data.table.push(CallToken).map_err(|e| CallError::Unavailable(e.to_string()))?;
         // Lower a *borrow* of the entry: passing the own handle would leak one handle per call.
         let borrow = || Resource::<CallToken>::new_borrow(token.rep());
@@ -500,7 +477,7 @@ impl Worker {
         let result = match &work {
             Work::Handle { route, body, .. } => guest.call_handle(&mut slot.store, borrow(), route, body),
             Work::SessionClosed(_) => guest.call_on_session_close(&mut slot.store, borrow()).map(|()| Ok(Vec::new())),
-            Work::Remote { route, body } => guest.call_remote(&mut slot.store, route, body),
+            Work::Remote { route, body, .. } => guest.call_remote(&mut slot.store, route, body),
         };
         let data = slot.store.data_mut();
         let _ = data.table.delete(token);

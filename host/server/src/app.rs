@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{AcceptorKind, AffinitySetting, Config, SessionConfig};
+use crate::cluster::{Cluster, ServerInfo};
 use crate::connection;
+use crate::node::Node;
 use crate::groups::MemoryGroups;
 use crate::services::Services;
 use crate::router::ServerType;
@@ -73,6 +75,10 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Connection and dispatcher tasks, awaited at shutdown.
     pub tracker: TaskTracker,
+    /// Discovery and RPC.
+    pub cluster: Arc<Cluster>,
+    /// Deadline of forwarded messages and RPCs.
+    pub request_timeout: Duration,
 }
 
 /// One listening acceptor.
@@ -118,18 +124,21 @@ impl Server {
             cache_dir,
         })?;
         let sessions = Arc::new(SessionPool::default());
+        let cluster = Arc::new(Cluster::memory(tokio::runtime::Handle::current()));
         let services = Arc::new(Services {
             sessions: sessions.clone(),
             groups: MemoryGroups::default(),
-            server_id: id.clone(),
-            types: std::sync::OnceLock::new(),
+            cluster: cluster.clone(),
+            next: std::sync::atomic::AtomicUsize::new(0),
         });
+        let suffix = id.rsplit('-').next().unwrap_or_default().to_owned();
         let mut types = HashMap::new();
         for (name, st) in &config.servers {
             let path = Config::resolve(project, &st.component);
+            let server_id = if st.id.is_empty() { format!("{name}-{suffix}") } else { st.id.clone() };
             let pool_config = PoolConfig {
                 server_type: name.clone(),
-                server_id: id.clone(),
+                server_id: server_id.clone(),
                 instances: st.instances,
                 call_timeout: st.call_timeout,
                 memory_limit: st.memory_limit,
@@ -167,10 +176,9 @@ impl Server {
                 ?affinity,
                 "server type ready"
             );
-            let server_type = ServerType { name: name.clone(), pool, remotes, affinity, frontend: st.frontend };
+            let server_type = ServerType { name: name.clone(), id: server_id, pool, remotes, affinity, frontend: st.frontend };
             types.insert(name.clone(), Arc::new(server_type));
         }
-        let _ = services.types.set(types.clone());
         let p = &config.protocol;
         // Validated with the rest of the config.
         let dictionary = RouteDictionary::new(p.dictionary.iter().map(|(k, v)| (k, *v))).unwrap_or_default();
@@ -186,7 +194,23 @@ impl Server {
             types,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            cluster: cluster.clone(),
+            request_timeout: config.cluster.request_timeout,
         });
+        // Join the cluster: every server type of the process is a server the others reach over
+        // RPC, exactly as across machines.
+        let hostname = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        for t in shared.types.values() {
+            let info = ServerInfo {
+                id: t.id.clone(),
+                server_type: t.name.clone(),
+                metadata: Default::default(),
+                frontend: t.frontend,
+                hostname: hostname.clone(),
+            };
+            cluster.rpc.serve(&info, Arc::new(Node { shared: Arc::downgrade(&shared), server: t.clone() }));
+            cluster.discovery.register(info);
+        }
         let accept_loops = TaskTracker::new();
         accept_loops.spawn(sweep_groups(services.clone(), config.groups.sweep_interval, shared.shutdown.clone()));
         let mut acceptors = Vec::new();
@@ -227,9 +251,19 @@ impl Server {
         &self.services
     }
 
-    /// This server's id.
+    /// This process's id (the suffix of its servers' ids).
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The id of this process's server of `server_type`.
+    pub fn server_id(&self, server_type: &str) -> Option<&str> {
+        self.shared.types.get(server_type).map(|t| t.id.as_str())
+    }
+
+    /// Discovery and RPC of this process.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.shared.cluster
     }
 
     /// The listening acceptors, with their bound addresses.
@@ -256,6 +290,9 @@ impl Server {
     /// `app.shutdown_timeout`), calls every guest's `shutdown`, and returns.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
+        for t in self.shared.types.values() {
+            self.shared.cluster.discovery.deregister(&t.id);
+        }
         self.shared.shutdown.cancel();
         self.accept_loops.close();
         self.accept_loops.wait().await;
@@ -264,6 +301,7 @@ impl Server {
             tracing::warn!(timeout = ?self.shutdown_timeout, "connections still open after the shutdown timeout");
         }
         for t in self.shared.types.values() {
+            self.shared.cluster.rpc.unserve(&t.id);
             for pool in std::iter::once(&t.pool).chain(t.remotes.as_ref()) {
                 if tokio::time::timeout(self.shutdown_timeout, pool.shutdown()).await.is_err() {
                     tracing::warn!(server_type = %t.name, "guest shutdown did not finish in time");

@@ -59,6 +59,8 @@ pub struct Config {
     pub runtime: RuntimeSection,
     /// Groups.
     pub groups: GroupsConfig,
+    /// Cluster RPC.
+    pub cluster: ClusterConfig,
     /// Server types, by name.
     pub servers: BTreeMap<String, ServerTypeConfig>,
 }
@@ -135,6 +137,22 @@ impl Default for SessionConfig {
     }
 }
 
+/// `[cluster]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Deadline of a forwarded client message or an RPC without a timeout of its own
+    /// (`pitaya.cluster.rpc.client.nats.requesttimeout`); past it the caller gets `PIT-408`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { request_timeout: Duration::from_secs(5) }
+    }
+}
+
 /// `[groups]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -172,6 +190,8 @@ impl Default for RuntimeSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerTypeConfig {
+    /// This process's server id for the type; empty: `<type>-<process id suffix>`.
+    pub id: String,
     /// Whether clients connect to this type (it then needs acceptors).
     pub frontend: bool,
     /// The component, relative to the project directory.
@@ -203,6 +223,7 @@ pub struct ServerTypeConfig {
 impl Default for ServerTypeConfig {
     fn default() -> Self {
         Self {
+            id: String::new(),
             frontend: false,
             component: String::new(),
             build: String::new(),

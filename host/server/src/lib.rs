@@ -7,9 +7,12 @@
 //! them together from a [`config::Config`]; [`project`] builds a project's components.
 
 pub mod app;
+pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod groups;
+pub mod node;
 pub mod project;
 pub mod router;
 pub mod services;

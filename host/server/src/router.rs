@@ -19,7 +19,10 @@ use kiwano_protocol::error::codes;
 use kiwano_protocol::{Message, MessageType, PitayaError};
 use kiwano_runtime::{Affinity, Call, CallError, HandlerKind, ServerPool};
 
+use kiwano_protocol::protos;
+
 use crate::app::Shared;
+use crate::cluster::{RpcError, ServerInfo, messages};
 use crate::session::Session;
 
 /// A server type hosted by this process.
@@ -27,6 +30,8 @@ use crate::session::Session;
 pub struct ServerType {
     /// Its name.
     pub name: String,
+    /// The id of this process's server of the type.
+    pub id: String,
     /// Its instances for client messages.
     pub pool: Arc<ServerPool>,
     /// Its instances for remotes (RPC), apart from handlers; `None` when it has no remotes.
@@ -106,6 +111,9 @@ fn internal(route: &str) -> PitayaError {
 
 async fn call(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Message) -> Result<Bytes, PitayaError> {
     let route = parse_route(&msg.route, frontend)?;
+    if route.server_type != frontend {
+        return forward(shared, frontend, session, msg, &route).await;
+    }
     let Some(server) = shared.types.get(route.server_type) else {
         return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
     };
@@ -129,6 +137,46 @@ async fn call(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Mes
             tracing::warn!(server_type = %server.name, route = %full, session = session.id(), "guest call failed: {e}");
             Err(internal(&full))
         }
+    }
+}
+
+/// Picks the server of a type for a key: rendezvous hashing, so a key keeps its server while
+/// the set of servers does not change, and moves only if its server leaves.
+fn pick<'a>(servers: &'a [ServerInfo], key: u64) -> Option<&'a ServerInfo> {
+    servers.iter().max_by_key(|s| hash_key((key, s.id.as_str())))
+}
+
+/// Forwards a client message to a server of another type (a Sys RPC) and returns its answer.
+async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Message, route: &Route<'_>) -> Result<Bytes, PitayaError> {
+    let full = format!("{}.{}", route.server_type, route.handler);
+    let servers = shared.cluster.discovery.servers_of(route.server_type);
+    let pinned = session.pinned(route.server_type).and_then(|id| servers.iter().find(|s| s.id == id));
+    let frontend_id = shared.types.get(frontend).map(|t| t.id.clone()).unwrap_or_default();
+    let target = pinned.or_else(|| pick(&servers, hash_key((frontend_id.as_str(), session.id()))));
+    let Some(target) = target else {
+        return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
+    };
+    let timeout = shared.request_timeout;
+    let meta = messages::metadata(&frontend_id, frontend, timeout, 0, Some(&full));
+    let kind = if msg.kind == MessageType::Notify { protos::MsgType::MsgNotify } else { protos::MsgType::MsgRequest };
+    let request = protos::Request {
+        r#type: protos::RpcType::Sys as i32,
+        session: Some(session.to_proto()),
+        msg: Some(protos::Msg { id: msg.id, route: full.clone(), data: msg.data.to_vec(), reply: String::new(), r#type: kind as i32 }),
+        frontend_id: frontend_id.clone(),
+        metadata: serde_json::Value::Object(meta).to_string().into_bytes(),
+    };
+    match shared.cluster.rpc.call(&target.id, messages::encode_request(&request), timeout).await {
+        Ok(resp) => messages::read_response(&resp).map(Bytes::from),
+        Err(RpcError::Timeout) => {
+            let mut e = PitayaError::new(codes::TIMEOUT, "rpc client: request timeout");
+            e.metadata.insert("timeout".into(), messages::go_duration(timeout));
+            e.metadata.insert("route".into(), full);
+            e.metadata.insert("server".into(), target.id.clone());
+            e.metadata.insert("peer.id".into(), frontend_id);
+            Err(e)
+        }
+        Err(RpcError::Unreachable(_)) => Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route))),
     }
 }
 

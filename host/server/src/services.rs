@@ -1,16 +1,16 @@
-//! What guests reach beyond their own session, in-process: users by uid, groups, and RPC to the
-//! remotes of the server types hosted here.
+//! What guests reach beyond their own session: users by uid, groups, and RPC to remotes
+//! through the cluster.
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kiwano_protocol::error::codes;
-use kiwano_runtime::{CallError, Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
+use kiwano_protocol::protos;
+use kiwano_runtime::{Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
 
+use crate::cluster::{Cluster, RpcError, messages};
 use crate::groups::MemoryGroups;
-use crate::router::ServerType;
 use crate::session::SessionPool;
 
 /// The in-process host services.
@@ -19,15 +19,15 @@ pub struct Services {
     pub sessions: Arc<SessionPool>,
     /// All groups.
     pub groups: MemoryGroups,
-    /// This server's id.
-    pub server_id: String,
-    /// Server types, set once their pools exist.
-    pub types: OnceLock<HashMap<String, Arc<ServerType>>>,
+    /// Discovery and RPC.
+    pub cluster: Arc<Cluster>,
+    /// Spreads User RPCs over the servers of a type.
+    pub next: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Services").field("server_id", &self.server_id).finish_non_exhaustive()
+        f.debug_struct("Services").finish_non_exhaustive()
     }
 }
 
@@ -99,43 +99,61 @@ impl HostServices for Services {
         })
     }
 
-    fn rpc(&self, caller: &Caller, target: RpcTarget, route: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, GuestError> {
+    fn rpc(
+        &self,
+        caller: &Caller,
+        hops: u64,
+        target: RpcTarget,
+        route: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, GuestError> {
         let parts: Vec<&str> = route.split('.').collect();
         if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
             return Err(GuestError::new(codes::BAD_REQUEST, format!("invalid rpc route {route:?}: want server-type.service.method")));
         }
-        let (server_type, remote) = (parts[0], &route[parts[0].len() + 1..]);
-        match &target {
-            RpcTarget::Type if server_type == caller.server_type => {
-                return Err(GuestError::new(codes::UNKNOWN, NONSENSE_RPC));
-            }
-            RpcTarget::Server(id) if *id != self.server_id => {
-                return Err(GuestError::new(codes::INTERNAL, format!("server {id:?} not found")));
-            }
-            _ => {}
+        let server_type = parts[0];
+        if hops >= messages::MAX_HOPS {
+            return Err(GuestError::new(codes::INTERNAL, format!("rpc hop limit ({}) reached at {route}", messages::MAX_HOPS)));
         }
-        let no_server = || GuestError::new(codes::INTERNAL, format!("no servers available of this type: {server_type}"));
-        let st = self.types.get().and_then(|t| t.get(server_type)).ok_or_else(no_server)?;
-        let not_found = || {
-            let mut e = GuestError::new(codes::NOT_FOUND, "route not found");
-            e.metadata.push(("route".into(), remote.to_owned()));
-            e
+        let discovery = &self.cluster.discovery;
+        let target = match &target {
+            RpcTarget::Type if server_type == caller.server_type => return Err(GuestError::new(codes::UNKNOWN, NONSENSE_RPC)),
+            RpcTarget::Type => {
+                let servers = discovery.servers_of(server_type);
+                if servers.is_empty() {
+                    return Err(GuestError::new(codes::INTERNAL, format!("no servers available of this type: {server_type}")));
+                }
+                // Pitaya spreads User RPCs at random over the servers of the type.
+                let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                servers[n % servers.len()].clone()
+            }
+            RpcTarget::Server(id) => discovery
+                .server(id)
+                .ok_or_else(|| GuestError::new(codes::INTERNAL, format!("server {id:?} not found")))?,
         };
-        let pool = st.remotes.as_ref().filter(|p| p.description().remotes.contains(remote)).ok_or_else(not_found)?;
-        match pool.remote_blocking(remote, Bytes::copy_from_slice(body), timeout) {
-            Ok(reply) => Ok(reply),
-            Err(CallError::Guest(e)) => Err(if e.code.is_empty() { GuestError { code: codes::UNKNOWN.into(), ..e } } else { e }),
-            Err(CallError::Timeout(t)) => {
+        let frontend = discovery.server(&caller.server_id).is_some_and(|s| s.frontend);
+        let meta = messages::metadata(&caller.server_id, &caller.server_type, timeout, hops, None);
+        let request = protos::Request {
+            r#type: protos::RpcType::User as i32,
+            session: None,
+            msg: Some(protos::Msg { route: route.to_owned(), data: body.to_vec(), ..Default::default() }),
+            frontend_id: if frontend { caller.server_id.clone() } else { String::new() },
+            metadata: serde_json::Value::Object(meta).to_string().into_bytes(),
+        };
+        match self.cluster.call_blocking(&target.id, messages::encode_request(&request), timeout) {
+            Ok(resp) => messages::read_response(&resp)
+                .map_err(|e| GuestError { code: e.code, msg: e.msg, metadata: e.metadata.into_iter().collect() }),
+            Err(RpcError::Timeout) => {
                 let mut e = GuestError::new(codes::TIMEOUT, "rpc client: request timeout");
-                e.metadata.push(("timeout".into(), humantime::format_duration(t).to_string()));
+                e.metadata.push(("timeout".into(), messages::go_duration(timeout)));
                 e.metadata.push(("route".into(), route.to_owned()));
-                e.metadata.push(("server".into(), self.server_id.clone()));
+                e.metadata.push(("server".into(), target.id.clone()));
                 e.metadata.push(("peer.id".into(), caller.server_id.clone()));
                 Err(e)
             }
-            Err(other) => {
-                tracing::warn!(route, "remote call failed: {other}");
-                Err(GuestError::new(codes::INTERNAL, format!("internal error handling {route}")))
+            Err(RpcError::Unreachable(_)) => {
+                Err(GuestError::new(codes::INTERNAL, format!("no servers available of this type: {server_type}")))
             }
         }
     }

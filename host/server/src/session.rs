@@ -96,6 +96,8 @@ impl CloseSignal {
 }
 
 struct State {
+    /// Server pinned per server type for forwarded messages.
+    pins: HashMap<String, String>,
     uid: Option<String>,
     data: Map<String, Value>,
     handshake: String,
@@ -165,6 +167,26 @@ impl Session {
         self.closed.store(true, Ordering::Release);
         if let Some(uid) = self.uid() {
             self.pool.unbind(&uid, self);
+        }
+    }
+
+    /// The server of `server_type` this session's forwarded messages go to, if pinned.
+    pub fn pinned(&self, server_type: &str) -> Option<String> {
+        self.state.lock().pins.get(server_type).cloned()
+    }
+
+    /// Pins this session's messages for `server_type` to server `id`.
+    pub fn pin(&self, server_type: &str, id: &str) {
+        self.state.lock().pins.insert(server_type.to_owned(), id.to_owned());
+    }
+
+    /// The session as a forwarded request carries it.
+    pub fn to_proto(&self) -> kiwano_protocol::protos::Session {
+        let st = self.state.lock();
+        kiwano_protocol::protos::Session {
+            id: i64::try_from(self.id).unwrap_or(0),
+            uid: st.uid.clone().unwrap_or_default(),
+            data: Value::Object(st.data.clone()).to_string().into_bytes(),
         }
     }
 
@@ -267,7 +289,7 @@ impl SessionPool {
         let session = Arc::new(Session {
             id,
             remote,
-            state: Mutex::new(State { uid: None, data, handshake: "{}".into() }),
+            state: Mutex::new(State { pins: HashMap::new(), uid: None, data, handshake: "{}".into() }),
             out,
             signal: CloseSignal::default(),
             closed: AtomicBool::new(false),

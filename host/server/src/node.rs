@@ -1,0 +1,180 @@
+//! A server of this process as the cluster reaches it: it answers `protos.Request`s — forwarded
+//! client messages (Sys RPCs), the `sys.*` session calls backends make to frontends, and calls
+//! to its remotes (User RPCs) — and delivers pushes and kicks to the sessions it holds.
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use kiwano_protocol::error::codes;
+use kiwano_protocol::{PitayaError, protos};
+use kiwano_runtime::{Affinity, Call, CallError, HandlerKind, SessionHandle};
+use prost::Message as _;
+
+use crate::app::Shared;
+use crate::backend::BackendSession;
+use crate::cluster::{BoxFuture, RpcHandler, messages};
+use crate::router::ServerType;
+
+/// The RPC handler of one local server.
+pub struct Node {
+    /// The process's state (weak: the cluster holds handlers, the process holds the cluster).
+    pub shared: Weak<Shared>,
+    /// The server type this node serves.
+    pub server: Arc<ServerType>,
+}
+
+impl RpcHandler for Node {
+    fn request(&self, request: Bytes) -> BoxFuture<Bytes> {
+        let shared = self.shared.upgrade();
+        let server = self.server.clone();
+        Box::pin(async move {
+            match shared {
+                Some(shared) => handle(&shared, &server, &request).await.unwrap_or_else(|e| messages::err(&e)),
+                None => messages::err(&PitayaError::new(codes::INTERNAL, "server is shutting down")),
+            }
+        })
+    }
+
+    fn push(&self, push: protos::Push) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        match shared.sessions.by_uid(&push.uid) {
+            Some(s) => match s.wire().push(&push.route, Bytes::from(push.data)) {
+                Ok(p) => {
+                    let _ = s.send(p);
+                }
+                Err(e) => tracing::warn!(uid = %push.uid, route = %push.route, "cannot push: {e}"),
+            },
+            None => tracing::debug!(uid = %push.uid, "push for a uid without a session here"),
+        }
+    }
+
+    fn kick(&self, kick: protos::KickMsg) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        if let Some(s) = shared.sessions.by_uid(&kick.user_id) {
+            let _ = SessionHandle::kick(&*s);
+        }
+    }
+}
+
+fn internal(route: &str) -> PitayaError {
+    PitayaError::new(codes::INTERNAL, format!("internal error handling {route}"))
+}
+
+fn from_call(route: &str, server: &ServerType, e: CallError) -> PitayaError {
+    match e {
+        CallError::Guest(g) => PitayaError {
+            code: if g.code.is_empty() { codes::UNKNOWN.into() } else { g.code },
+            msg: g.msg,
+            metadata: g.metadata.into_iter().collect(),
+        },
+        other => {
+            tracing::warn!(server_type = %server.name, route, "guest call failed: {other}");
+            internal(route)
+        }
+    }
+}
+
+fn hash(v: impl Hash) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+async fn handle(shared: &Arc<Shared>, server: &Arc<ServerType>, bytes: &[u8]) -> Result<Bytes, PitayaError> {
+    let req = protos::Request::decode(bytes).map_err(|e| PitayaError::new(codes::BAD_REQUEST, format!("undecodable rpc request: {e}")))?;
+    let meta = messages::read_metadata(&req)?;
+    let msg = req.msg.clone().ok_or_else(|| PitayaError::new(codes::BAD_REQUEST, "rpc request without a message"))?;
+    let hops = meta.get(messages::HOPS).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if hops >= messages::MAX_HOPS {
+        return Err(PitayaError::new(codes::INTERNAL, format!("rpc hop limit ({}) reached at {}", messages::MAX_HOPS, msg.route)));
+    }
+    if req.r#type == protos::RpcType::Sys as i32 {
+        forwarded(shared, server, &req, msg).await
+    } else {
+        user(shared, server, msg, hops).await
+    }
+}
+
+/// A client message forwarded by a frontend.
+async fn forwarded(shared: &Arc<Shared>, server: &Arc<ServerType>, req: &protos::Request, msg: protos::Msg) -> Result<Bytes, PitayaError> {
+    let route = msg.route.as_str();
+    let handler = route.strip_prefix(&format!("{}.", server.name)).unwrap_or(route);
+    let notify = msg.r#type == protos::MsgType::MsgNotify as i32;
+    let Some(kind) = server.pool.description().handlers.get(handler) else {
+        return Err(PitayaError::new(codes::NOT_FOUND, format!("pitaya/handler: {route} not found")));
+    };
+    if !notify && *kind == HandlerKind::Notify {
+        return Err(PitayaError::new(codes::BAD_REQUEST, format!("tried to request a notify route: {route}")));
+    }
+    let session = req.session.clone().unwrap_or_default();
+    let backend = Arc::new(BackendSession::new(
+        shared.cluster.clone(),
+        &session,
+        &req.frontend_id,
+        (&server.id, &server.name),
+        shared.request_timeout,
+    ));
+    // Session ids are per frontend: the forwarded session is (frontend id, session id).
+    let session_key = hash((req.frontend_id.as_str(), session.id));
+    let key = match &server.affinity {
+        Affinity::Session => Some(session_key),
+        Affinity::Uid => Some(backend.uid().map_or(session_key, hash)),
+        Affinity::DataField(f) => Some(backend.get(f).map_or(session_key, hash)),
+        Affinity::None => None,
+    };
+    let handle: Arc<dyn SessionHandle> = backend.clone();
+    let result = server.pool.call(key, Call { route: handler.to_owned(), body: Bytes::from(msg.data), session: handle }).await;
+    // Data changed by the handler reaches the frontend before the response does.
+    backend.flush().await;
+    if notify {
+        if let Err(e) = result {
+            tracing::debug!(route, "forwarded notify failed: {e}");
+        }
+        return Ok(messages::ok(&b"ack"[..]));
+    }
+    result.map(messages::ok).map_err(|e| from_call(route, server, e))
+}
+
+fn ack() -> Bytes {
+    messages::ok(protos::Response { data: b"ack".to_vec(), error: None }.encode_to_vec())
+}
+
+/// A call to this server: `sys.*` session calls, or a remote.
+async fn user(shared: &Arc<Shared>, server: &Arc<ServerType>, msg: protos::Msg, hops: u64) -> Result<Bytes, PitayaError> {
+    let bad = |what: &str, e: prost::DecodeError| PitayaError::new(codes::BAD_REQUEST, format!("{what}: {e}"));
+    match msg.route.as_str() {
+        "sys.bindsession" => {
+            let s = protos::Session::decode(&msg.data[..]).map_err(|e| bad("sys.bindsession", e))?;
+            let id = u64::try_from(s.id).unwrap_or(0);
+            shared.sessions.bind(id, &s.uid).map_err(|e| PitayaError { code: e.code, msg: e.msg, metadata: e.metadata.into_iter().collect() })?;
+            Ok(ack())
+        }
+        "sys.pushsession" => {
+            let s = protos::Session::decode(&msg.data[..]).map_err(|e| bad("sys.pushsession", e))?;
+            let session = shared
+                .sessions
+                .get(u64::try_from(s.id).unwrap_or(0))
+                .ok_or_else(|| PitayaError::new(codes::UNKNOWN, "session not found"))?;
+            let data = String::from_utf8_lossy(&s.data);
+            SessionHandle::set_data(&*session, &data).map_err(|e| PitayaError::new(e.code, e.msg))?;
+            Ok(ack())
+        }
+        "sys.kick" => {
+            let k = protos::KickMsg::decode(&msg.data[..]).map_err(|e| bad("sys.kick", e))?;
+            let session = shared.sessions.by_uid(&k.user_id).ok_or_else(|| PitayaError::new(codes::UNKNOWN, "session not found"))?;
+            let _ = SessionHandle::kick(&*session);
+            Ok(messages::ok(protos::KickAnswer { kicked: true }.encode_to_vec()))
+        }
+        route => {
+            let remote = route.strip_prefix(&format!("{}.", server.name)).unwrap_or(route);
+            let pool = server.remotes.as_ref().filter(|p| p.description().remotes.contains(remote));
+            let Some(pool) = pool else {
+                let mut e = PitayaError::new(codes::NOT_FOUND, "route not found");
+                e.metadata.insert("route".into(), remote.to_owned());
+                return Err(e);
+            };
+            pool.remote(remote, Bytes::from(msg.data), hops).await.map(messages::ok).map_err(|e| from_call(route, server, e))
+        }
+    }
+}
