@@ -246,3 +246,22 @@ pub fn error_of(m: &Message) -> PitayaError {
     assert!(m.error, "expected an error response, got {:?}", String::from_utf8_lossy(&m.data));
     PitayaError::decode(&m.data, Serializer::Json).expect("error object")
 }
+
+/// A project of `examples/`, started in-process with every acceptor (and the HTTP listener)
+/// moved to a free loopback port.
+pub async fn start_example(name: &str) -> Server {
+    init_logs();
+    let project = root().join("examples").join(name);
+    let text = std::fs::read_to_string(project.join("kiwano.toml")).expect("example config");
+    let mut config = Config::parse(&text, "kiwano.toml", std::iter::empty()).expect("example config parses");
+    for st in config.servers.values_mut() {
+        for a in &mut st.acceptors {
+            a.address = "127.0.0.1:0".into();
+        }
+    }
+    if !config.app.http.is_empty() {
+        config.app.http = "127.0.0.1:0".into();
+    }
+    kiwano_server::project::build_all(&project, &config).expect("example builds");
+    Server::start(config, &project).await.expect("example starts")
+}

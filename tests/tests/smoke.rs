@@ -1,5 +1,5 @@
-//! The README's run command, for real: `examples/run.sh` starts the example game, a client
-//! connects over TCP and WebSocket and is answered, and SIGTERM stops it cleanly.
+//! The README's run command, for real: `examples/run.sh` starts the example game (the chat), a
+//! WebSocket client joins the room, the web page is served, and SIGTERM stops it cleanly.
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -14,13 +14,14 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn readme_run_command_serves_the_example_game() {
-    let (tcp, ws) = (free_port(), free_port());
-    let acceptors = format!(r#"[{{kind="tcp",address="127.0.0.1:{tcp}"}},{{kind="ws",address="127.0.0.1:{ws}"}}]"#);
+    let (ws, http) = (free_port(), free_port());
+    let acceptors = format!(r#"[{{kind="ws",address="127.0.0.1:{ws}"}}]"#);
     let log_path = std::env::temp_dir().join(format!("kiwano-smoke-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).expect("log file");
     let mut child = Command::new("bash")
         .arg(root().join("examples/run.sh"))
-        .env("KIWANO_SERVERS_ECHO_ACCEPTORS", acceptors)
+        .env("KIWANO_SERVERS_CHAT_ACCEPTORS", acceptors)
+        .env("KIWANO_APP_HTTP", format!("127.0.0.1:{http}"))
         .env("KIWANO_LOG", "info")
         .stdout(Stdio::from(log.try_clone().expect("log")))
         .stderr(Stdio::from(log))
@@ -31,7 +32,7 @@ async fn readme_run_command_serves_the_example_game() {
     // The first start may build the binary and the guest.
     let start = Instant::now();
     let mut client = loop {
-        if let Ok(c) = Client::connect(&format!("127.0.0.1:{tcp}"), Transport::Tcp, None).await {
+        if let Ok(c) = Client::connect(&format!("127.0.0.1:{ws}"), Transport::Ws, None).await {
             break c;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -41,11 +42,19 @@ async fn readme_run_command_serves_the_example_game() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     client.handshake(&json!({"sys": {"platform": "smoke"}})).await.expect("handshake");
-    let r = client.request("echo.echo", br#"{"hello":"kiwano"}"#).await.expect("echo");
-    assert_eq!(&r.data[..], br#"{"hello":"kiwano"}"#);
-    let mut wsc = Client::connect(&format!("127.0.0.1:{ws}"), Transport::Ws, None).await.expect("ws connects");
-    wsc.handshake(&json!({})).await.expect("ws handshake");
-    assert_eq!(&wsc.request("echo.echo", b"[1,2,3]").await.expect("ws echo").data[..], b"[1,2,3]");
+    let r = client.request("room.join", b"{}").await.expect("join");
+    assert_eq!(&r.data[..], br#"{"code":0,"result":"success"}"#);
+    let members = client.next_message().await.expect("members");
+    assert_eq!((members.route.as_str(), &members.data[..]), ("onMembers", &br#"{"members":[]}"#[..]));
+    let page = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http)).await.expect("http");
+        s.write_all(b"GET /web/ HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("page");
+        out
+    };
+    assert!(page.starts_with("HTTP/1.1 200 OK") && page.contains("Kiwano chat"), "{page}");
 
     // `cargo run` execs the binary: the child is kiwano itself.
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");

@@ -102,6 +102,7 @@ pub struct Server {
     id: String,
     runtime: Runtime,
     services: Arc<Services>,
+    http: Option<SocketAddr>,
 }
 
 impl Server {
@@ -212,6 +213,18 @@ impl Server {
             cluster.discovery.register(info);
         }
         let accept_loops = TaskTracker::new();
+        let mut http = None;
+        if !config.app.http.is_empty() {
+            let listener = TcpListener::bind(&config.app.http).await.map_err(|source| StartError::Bind {
+                server_type: "http".into(),
+                address: config.app.http.clone(),
+                source,
+            })?;
+            http = listener.local_addr().ok();
+            let root = Config::resolve(project, &config.app.web_root);
+            tracing::info!(address = ?http, root = %root.display(), "serving the web client under /web/");
+            accept_loops.spawn(crate::http::serve(listener, root, shared.shutdown.clone()));
+        }
         accept_loops.spawn(sweep_groups(services.clone(), config.groups.sweep_interval, shared.shutdown.clone()));
         let mut acceptors = Vec::new();
         for (name, st) in &config.servers {
@@ -238,7 +251,7 @@ impl Server {
                 accept_loops.spawn(accept_loop(shared.clone(), name.as_str().into(), listener, a.kind, tls));
             }
         }
-        Ok(Self { shared, acceptors, accept_loops, shutdown_timeout: config.app.shutdown_timeout, id, runtime, services })
+        Ok(Self { shared, acceptors, accept_loops, shutdown_timeout: config.app.shutdown_timeout, id, runtime, services, http })
     }
 
     /// The Wasm runtime (its counters show compilations and cache hits).
@@ -254,6 +267,11 @@ impl Server {
     /// This process's id (the suffix of its servers' ids).
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The address of the HTTP listener, if configured.
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http
     }
 
     /// The id of this process's server of `server_type`.

@@ -74,11 +74,15 @@ pub struct AppConfig {
     /// How long shutdown waits for in-flight calls before it gives up.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// `ip:port` of the HTTP listener serving `web_root` under `/web/`; empty: none.
+    pub http: String,
+    /// Directory of the game's web client, relative to the project.
+    pub web_root: String,
 }
 
 impl Default for AppConfig {
     fn default() -> Self {
-        Self { id: String::new(), shutdown_timeout: Duration::from_secs(10) }
+        Self { id: String::new(), shutdown_timeout: Duration::from_secs(10), http: String::new(), web_root: "web".into() }
     }
 }
 
@@ -324,6 +328,9 @@ impl Config {
         }
         if self.session.inbound_queue == 0 {
             return bad("session.inbound_queue".into(), "must be at least 1");
+        }
+        if !self.app.http.is_empty() && self.app.http.parse::<SocketAddr>().is_err() {
+            return bad("app.http".into(), &format!("{:?} is not an ip:port address", self.app.http));
         }
         if self.servers.is_empty() {
             return bad("servers".into(), "no server type is configured");

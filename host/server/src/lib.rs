@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod groups;
+pub mod http;
 pub mod node;
 pub mod project;
 pub mod router;

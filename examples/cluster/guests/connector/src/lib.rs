@@ -1,0 +1,50 @@
+//! examples/cluster, the `connector` frontend type: it holds the client connections. Client
+//! routes for the `room` type (`room.room.join`, …) are forwarded to the room server; the
+//! connector's own routes show the frontend side: `connector.enter` puts the room in the
+//! session data (the room type's affinity key), `connector.data` shows the session data (set
+//! here or by the room server), `connector.ask` calls a room remote. When a session closes,
+//! the connector tells the room (`room.room.leave`), since only frontends see closes.
+//!
+//! Build: `cargo build -p cluster-connector --target wasm32-wasip2 --profile guest`.
+
+use std::time::Duration;
+
+use kiwano_guest::{Context, Error, Server, rpc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+struct Enter {
+    room: String,
+}
+
+#[derive(Deserialize)]
+struct Ask {
+    route: String,
+    body: Value,
+    timeout_ms: Option<u64>,
+}
+
+fn ask(_: &Context, a: Ask) -> Result<Value, Error> {
+    let body = serde_json::to_vec(&a.body)?;
+    let out = rpc::call_raw(&a.route, &body, a.timeout_ms.map(Duration::from_millis))?;
+    Ok(serde_json::from_slice(&out)?)
+}
+
+fn server() -> Server {
+    Server::new()
+        .request("connector.enter", |ctx, e: Enter| {
+            ctx.set("room", &e.room)?;
+            Ok(json!({"room": e.room}))
+        })
+        .request("connector.data", |ctx, _: Value| Ok(Value::Object(ctx.data())))
+        .request("connector.ask", ask)
+        .remote("connector.echo", |v: Value| Ok(json!({"connector got": v})))
+        .on_session_close(|ctx| {
+            if let Some(uid) = ctx.uid() {
+                let _ = rpc::call::<_, Value>("room.room.leave", &uid);
+            }
+        })
+}
+
+kiwano_guest::export!(server);
