@@ -143,6 +143,18 @@ impl<'a> Context<'a> {
         serde_json::from_str(&raw).unwrap_or_default()
     }
 
+    /// Pins the session to server `server_id` of `server_type`: its messages for that type go
+    /// there. Frontends only.
+    ///
+    /// # Errors
+    /// `PIT-400` on a backend.
+    pub fn pin(&self, server_type: &str, server_id: &str) -> Result<(), Error> {
+        match &self.inner {
+            Inner::Host(c) => c.pin(server_type, server_id),
+            Inner::Mock(m) => m.pin(server_type, server_id),
+        }
+    }
+
     /// The client's address, `ip:port`.
     pub fn remote_address(&self) -> String {
         match &self.inner {

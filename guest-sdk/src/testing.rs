@@ -18,6 +18,7 @@ struct SessionState {
     data: serde_json::Map<String, serde_json::Value>,
     pushes: Vec<(String, Vec<u8>)>,
     kicked: bool,
+    pins: Vec<(String, String)>,
 }
 
 /// A session for unit tests: holds uid, data, and the pushes and kick it received.
@@ -114,6 +115,16 @@ impl MockSession {
 
     pub(crate) fn remote_address(&self) -> String {
         self.remote.clone()
+    }
+
+    pub(crate) fn pin(&self, server_type: &str, server_id: &str) -> Result<(), Error> {
+        self.state.borrow_mut().pins.push((server_type.to_owned(), server_id.to_owned()));
+        Ok(())
+    }
+
+    /// The pins set on this session, as `(server type, server id)`.
+    pub fn pins(&self) -> Vec<(String, String)> {
+        self.state.borrow().pins.clone()
     }
 }
 

@@ -84,6 +84,11 @@ pub trait SessionHandle: Send + Sync {
     fn handshake(&self) -> String;
     /// The client's address.
     fn remote_address(&self) -> String;
+    /// Pins forwarded messages for `server_type` to server `server_id`.
+    ///
+    /// # Errors
+    /// Not a frontend session.
+    fn pin(&self, server_type: &str, server_id: &str) -> Result<(), GuestError>;
 }
 
 /// Where a guest's RPC goes.
@@ -473,6 +478,10 @@ impl context::HostCallContext for HostState {
 
     fn remote_address(&mut self, ctx: Resource<CallToken>) -> String {
         self.session(&ctx).map(|s| s.remote_address()).unwrap_or_default()
+    }
+
+    fn pin(&mut self, ctx: Resource<CallToken>, server_type: String, server_id: String) -> Result<(), types::Error> {
+        self.with(&ctx, |s| s.pin(&server_type, &server_id))
     }
 
     fn drop(&mut self, ctx: Resource<CallToken>) -> wasmtime::Result<()> {

@@ -179,4 +179,8 @@ impl SessionHandle for BackendSession {
     fn remote_address(&self) -> String {
         String::new()
     }
+
+    fn pin(&self, _server_type: &str, _server_id: &str) -> Result<(), GuestError> {
+        Err(GuestError::new(codes::BAD_REQUEST, "only the frontend holding the session can pin it"))
+    }
 }

@@ -262,6 +262,11 @@ impl SessionHandle for Session {
     fn remote_address(&self) -> String {
         self.remote.to_string()
     }
+
+    fn pin(&self, server_type: &str, server_id: &str) -> Result<(), GuestError> {
+        Session::pin(self, server_type, server_id);
+        Ok(())
+    }
 }
 
 /// All sessions of this process, by id and by uid.

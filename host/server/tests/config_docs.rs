@@ -76,7 +76,7 @@ fn every_documented_key_has_an_environment_variable() {
 
 #[test]
 fn the_examples_parse() {
-    for example in ["echo"] {
+    for example in ["echo", "chat", "cluster"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(example).join("kiwano.toml");
         Config::load(&path, std::iter::empty()).unwrap_or_else(|e| panic!("examples/{example}: {e}"));
     }

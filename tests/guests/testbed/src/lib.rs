@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 static INSTANCE: AtomicU32 = AtomicU32::new(u32::MAX);
+static SERVER_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn text(body: &[u8]) -> String {
     String::from_utf8_lossy(body).into_owned()
@@ -180,6 +181,11 @@ fn remotes(s: Server) -> Server {
             spin(Duration::from_millis(number(b)));
             Ok(b"slow done".to_vec())
         })
+        .remote_raw("remote.cycle", |b| {
+            // Calls itself: only the hop limit ends the cycle.
+            let me = SERVER_ID.get().cloned().unwrap_or_default();
+            rpc::call_to_raw(&me, "testbed.remote.cycle", b, None)
+        })
         .remote_raw("remote.whoami", |_| Ok(format!("remote instance {}", INSTANCE.load(Ordering::Relaxed)).into_bytes()))
 }
 
@@ -187,6 +193,7 @@ fn server() -> Server {
     remotes(handlers(Server::new()))
         .on_init(|info: &InitInfo| {
             INSTANCE.store(info.instance, Ordering::Relaxed);
+            let _ = SERVER_ID.set(info.server_id.clone());
             log::debug(&format!("init {} instance {}", info.server_type, info.instance));
             Ok(())
         })

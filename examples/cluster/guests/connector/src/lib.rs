@@ -2,7 +2,7 @@
 //! routes for the `room` type (`room.room.join`, …) are forwarded to the room server; the
 //! connector's own routes show the frontend side: `connector.enter` puts the room in the
 //! session data (the room type's affinity key), `connector.data` shows the session data (set
-//! here or by the room server), `connector.ask` calls a room remote. When a session closes,
+//! here or by the room server), `connector.ask` calls a room remote, `connector.pin` pins the session to a server of a type. When a session closes,
 //! the connector tells the room (`room.room.leave`), since only frontends see closes.
 //!
 //! Build: `cargo build -p cluster-connector --target wasm32-wasip2 --profile guest`.
@@ -16,6 +16,12 @@ use serde_json::{Value, json};
 #[derive(Deserialize)]
 struct Enter {
     room: String,
+}
+
+#[derive(Deserialize)]
+struct Pin {
+    server_type: String,
+    server_id: String,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +44,7 @@ fn server() -> Server {
             Ok(json!({"room": e.room}))
         })
         .request("connector.data", |ctx, _: Value| Ok(Value::Object(ctx.data())))
+        .request("connector.pin", |ctx, p: Pin| ctx.pin(&p.server_type, &p.server_id).map(|()| json!("pinned")))
         .request("connector.ask", ask)
         .remote("connector.echo", |v: Value| Ok(json!({"connector got": v})))
         .on_session_close(|ctx| {

@@ -31,6 +31,13 @@ fn join(ctx: &Context, req: Join) -> Result<Value, Error> {
     Ok(json!({"code": 0, "result": "success"}))
 }
 
+/// Pitaya's chat message, fields in its order.
+#[derive(Deserialize, serde::Serialize)]
+struct UserMessage {
+    name: String,
+    content: String,
+}
+
 #[derive(Deserialize)]
 struct SetData {
     key: String,
@@ -58,7 +65,7 @@ fn spin(ms: u64) {
 fn server() -> Server {
     Server::new()
         .request("room.join", join)
-        .notify("room.message", |_, msg: Value| groups::broadcast_json(ROOM, "onMessage", &msg))
+        .notify("room.message", |_, msg: UserMessage| groups::broadcast_json(ROOM, "onMessage", &msg))
         .request("room.setdata", |ctx, s: SetData| {
             ctx.set(&s.key, &s.value)?;
             Ok(json!({"set": s.key}))

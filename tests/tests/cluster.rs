@@ -1,0 +1,230 @@
+//! examples/cluster through the embedded cluster: a `connector` frontend forwards `room.room.*`
+//! to the `room` backend as Sys RPCs carrying encoded `protos.Request`s; the backend binds,
+//! sets session data, kicks and pushes through the frontend; user RPCs go both ways.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kiwano_protocol::packet::PacketType;
+use kiwano_protocol::protos;
+use kiwano_server::cluster::{BoxFuture, RpcHandler, ServerInfo, messages};
+use kiwano_server::config::AcceptorKind;
+use kiwano_tests::*;
+use parking_lot::Mutex;
+use prost::Message as _;
+use serde_json::{Value, json};
+
+async fn client(server: &Server) -> Client {
+    let addr = server.address("connector", AcceptorKind::Ws).unwrap().to_string();
+    let mut c = Client::connect(&addr, Transport::Ws, None).await.unwrap();
+    c.handshake(&json!({"sys": {"platform": "test"}})).await.unwrap();
+    c
+}
+
+async fn ok(c: &mut Client, route: &str, body: Value) -> Value {
+    let r = c.request(route, body.to_string().as_bytes()).await.unwrap();
+    assert!(!r.error, "{route}: {}", String::from_utf8_lossy(&r.data));
+    serde_json::from_slice(&r.data).unwrap()
+}
+
+async fn err(c: &mut Client, route: &str, body: Value) -> PitayaError {
+    error_of(&c.request(route, body.to_string().as_bytes()).await.unwrap())
+}
+
+fn pe(code: &str, msg: &str, meta: &[(&str, &str)]) -> PitayaError {
+    let mut e = PitayaError::new(code, msg);
+    for (k, v) in meta {
+        e.metadata.insert((*k).into(), (*v).into());
+    }
+    e
+}
+
+#[tokio::test]
+async fn forwarded_join_binds_pushes_and_broadcasts() {
+    let server = start_example("cluster").await;
+    let mut alice = client(&server).await;
+    let id = alice.send_request("room.room.join", br#"{"name":"alice"}"#).await.unwrap();
+    let members = alice.next_message().await.unwrap();
+    assert_eq!((members.route.as_str(), &members.data[..]), ("onMembers", &br#"{"members":[]}"#[..]));
+    assert_eq!(&alice.response(id).await.unwrap().data[..], br#"{"code":0,"result":"success"}"#);
+    // The backend's bind reached the frontend (sys.bindsession).
+    assert!(server.sessions().by_uid("alice").is_some());
+
+    let mut bob = client(&server).await;
+    assert_eq!(ok(&mut bob, "room.room.join", json!({"name": "bob"})).await, json!({"code":0,"result":"success"}));
+    let m = bob.next_message().await.unwrap();
+    assert_eq!((m.route.as_str(), &m.data[..]), ("onMembers", &br#"{"members":["alice"]}"#[..]));
+    let m = alice.next_message().await.unwrap();
+    assert_eq!((m.route.as_str(), &m.data[..]), ("onNewUser", &br#"{"content":"New user: bob"}"#[..]));
+    bob.notify("room.room.message", br#"{"name":"bob","content":"hi"}"#).await.unwrap();
+    for c in [&mut alice, &mut bob] {
+        let m = c.next_message().await.unwrap();
+        assert_eq!((m.route.as_str(), &m.data[..]), ("onMessage", &br#"{"name":"bob","content":"hi"}"#[..]));
+    }
+    // Binding twice fails on the backend with the frontend's error.
+    let e = err(&mut alice, "room.room.join", json!({"name": "again"})).await;
+    assert_eq!(e, pe("RH-000", "session is already bound to an uid (\"alice\")", &[("failed", "bind")]));
+    // Alice leaves: the connector sees the close and tells the room (user RPC frontend → backend).
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut carol = client(&server).await;
+    ok(&mut carol, "room.room.join", json!({"name": "carol"})).await;
+    let m = carol.next_message().await.unwrap();
+    assert_eq!(&m.data[..], br#"{"members":["bob"]}"#);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn backend_session_changes_reach_the_frontend() {
+    let server = start_example("cluster").await;
+    let mut c = client(&server).await;
+    ok(&mut c, "room.room.join", json!({"name": "dora"})).await;
+    let _members = c.next_message().await.unwrap();
+    assert_eq!(ok(&mut c, "room.room.setdata", json!({"key": "level", "value": 7})).await, json!({"set": "level"}));
+    // Set on the backend, read on the frontend.
+    assert_eq!(ok(&mut c, "connector.data", json!({})).await, json!({"ipversion": "ipv4", "level": 7}));
+    ok(&mut c, "connector.enter", json!({"room": "blue"})).await;
+    // Set on the frontend, seen by the backend.
+    let who = ok(&mut c, "room.room.whoami", json!({})).await;
+    assert_eq!(who["room"], json!("blue"));
+    // Kick from the backend (sys.kick).
+    c.send_request("room.room.kickme", b"{}").await.unwrap();
+    let got = expect_closed(&mut c, Duration::from_secs(2)).await;
+    assert!(got.iter().any(|p| p.kind == PacketType::Kick), "{got:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_rpc_both_ways_with_errors_and_timeouts() {
+    let server = start_example("cluster").await;
+    let mut c = client(&server).await;
+    // Frontend → backend.
+    let r = ok(&mut c, "connector.ask", json!({"route": "room.room.echo", "body": {"x": 1}})).await;
+    assert_eq!(r, json!({"room got": {"x": 1}}));
+    // Backend → frontend.
+    let r = ok(&mut c, "room.room.ask", json!({"route": "connector.connector.echo", "body": {"y": 2}})).await;
+    assert_eq!(r, json!({"connector got": {"y": 2}}));
+    // A remote's custom error, with metadata.
+    let e = err(&mut c, "connector.ask", json!({"route": "room.room.fail", "body": null})).await;
+    assert_eq!(e, pe("RM-002", "remote refused", &[("why", "asked to")]));
+    // A forwarded handler's custom error.
+    let e = err(&mut c, "room.room.fail", json!({})).await;
+    assert_eq!(e, pe("RM-001", "room refused", &[("session", "1")]));
+    // Not found: remote and handler.
+    let e = err(&mut c, "connector.ask", json!({"route": "room.room.nope", "body": null})).await;
+    assert_eq!(e, pe("PIT-404", "route not found", &[("route", "room.nope")]));
+    let e = err(&mut c, "room.room.nope", json!({})).await;
+    assert_eq!(e, pe("PIT-404", "pitaya/handler: room.room.nope not found", &[]));
+    let e = err(&mut c, "lobby.room.join", json!({})).await;
+    assert_eq!(e, pe("PIT-500", "no servers available of this type: lobby.room.join", &[]));
+    // Timeout.
+    let e = err(&mut c, "connector.ask", json!({"route": "room.room.slow", "body": 600, "timeout_ms": 150})).await;
+    assert_eq!((e.code.as_str(), e.msg.as_str()), ("PIT-408", "rpc client: request timeout"));
+    assert_eq!(e.metadata.get("timeout").map(String::as_str), Some("150ms"));
+    assert_eq!(e.metadata.get("route").map(String::as_str), Some("room.room.slow"));
+    // Pitaya refuses an RPC to one's own type without a server id.
+    let e = err(&mut c, "connector.ask", json!({"route": "connector.connector.echo", "body": null})).await;
+    assert_eq!(e.code, "PIT-000");
+    server.shutdown().await;
+}
+
+/// A server that records what it receives and answers every request with `spied`.
+#[derive(Default)]
+struct Spy {
+    requests: Mutex<Vec<Bytes>>,
+}
+
+impl RpcHandler for Spy {
+    fn request(&self, request: Bytes) -> BoxFuture<Bytes> {
+        self.requests.lock().push(request);
+        Box::pin(async { messages::ok(&b"\"spied\""[..]) })
+    }
+    fn push(&self, _: protos::Push) {}
+    fn kick(&self, _: protos::KickMsg) {}
+}
+
+fn spy(server: &Server, server_type: &str, id: &str) -> Arc<Spy> {
+    let spy = Arc::new(Spy::default());
+    let info = ServerInfo { id: id.into(), server_type: server_type.into(), metadata: Default::default(), frontend: false, hostname: "spyhost".into() };
+    server.cluster().rpc.serve(&info, spy.clone());
+    server.cluster().discovery.register(info);
+    spy
+}
+
+#[tokio::test]
+async fn a_forward_is_an_encoded_protos_request() {
+    let server = start_example("cluster").await;
+    let spy = spy(&server, "spy", "spy-1");
+    let mut c = client(&server).await;
+    ok(&mut c, "connector.enter", json!({"room": "red"})).await;
+    let id = c.send_request("spy.svc.look", br#"{"q":1}"#).await.unwrap();
+    assert_eq!(&c.response(id).await.unwrap().data[..], br#""spied""#);
+    c.notify("spy.svc.tell", b"n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let requests = spy.requests.lock().clone();
+    assert_eq!(requests.len(), 2);
+    let connector = server.server_id("connector").unwrap().to_owned();
+
+    let r = protos::Request::decode(&requests[0][..]).unwrap();
+    assert_eq!(r.r#type, protos::RpcType::Sys as i32);
+    assert_eq!(r.frontend_id, connector);
+    let s = r.session.clone().unwrap();
+    assert_eq!((s.id, s.uid.as_str()), (1, ""));
+    assert_eq!(serde_json::from_slice::<Value>(&s.data).unwrap(), json!({"ipversion": "ipv4", "room": "red"}));
+    let m = r.msg.clone().unwrap();
+    assert_eq!((m.id, m.route.as_str(), &m.data[..], m.reply.as_str()), (id, "spy.svc.look", &br#"{"q":1}"#[..], ""));
+    assert_eq!(m.r#type, protos::MsgType::MsgRequest as i32);
+    let meta: Value = serde_json::from_slice(&r.metadata).unwrap();
+    assert_eq!(meta["peer.id"], json!(connector));
+    assert_eq!(meta["peer.service"], json!("connector"));
+    assert_eq!(meta["reqTimeout"], json!("5s"));
+    assert_eq!(meta["req-route"], json!("spy.svc.look"));
+    assert_eq!(meta["kiwano.hops"], json!(0));
+    assert!(meta["request.id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(meta["req-start-time"].as_u64().is_some_and(|t| t > 1_700_000_000_000_000_000));
+    // The wire form: type Sys (0) is the proto3 default, so field 1 is absent.
+    assert_ne!(requests[0][0], 0x08);
+
+    let n = protos::Request::decode(&requests[1][..]).unwrap();
+    let m = n.msg.unwrap();
+    assert_eq!((m.id, m.route.as_str(), m.r#type), (0, "spy.svc.tell", protos::MsgType::MsgNotify as i32));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn room_affinity_and_pinning() {
+    let server = start_example("cluster").await;
+    // Two sessions per room land on one instance of the room type.
+    for room in ["blue", "green", "amber", "violet"] {
+        let mut instances = Vec::new();
+        for _ in 0..2 {
+            let mut c = client(&server).await;
+            ok(&mut c, "connector.enter", json!({"room": room})).await;
+            instances.push(ok(&mut c, "room.room.whoami", json!({})).await["instance"].clone());
+        }
+        assert_eq!(instances[0], instances[1], "room {room}");
+    }
+    // A handler pins a session to a server of a type.
+    let spy = spy(&server, "room", "room-spy");
+    let mut c = client(&server).await;
+    assert_eq!(ok(&mut c, "connector.pin", json!({"server_type": "room", "server_id": "room-spy"})).await, json!("pinned"));
+    for _ in 0..3 {
+        assert_eq!(ok(&mut c, "room.room.whoami", json!({})).await, json!("spied"));
+    }
+    assert_eq!(spy.requests.lock().len(), 3);
+    let real = server.server_id("room").unwrap().to_owned();
+    ok(&mut c, "connector.pin", json!({"server_type": "room", "server_id": real})).await;
+    assert_eq!(ok(&mut c, "room.room.whoami", json!({})).await["server"], json!(real));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_rpc_cycle_is_stopped_by_the_hop_count() {
+    let s = TestServer::with(TestConfig { testbed: "instances = 1\nremote_instances = 8".into(), ..Default::default() }).await;
+    let id = s.server.server_id("testbed").unwrap().to_owned();
+    let mut c = s.client(Transport::Tcp).await;
+    let body = json!({"route": "testbed.remote.cycle", "body": "", "server_id": id});
+    let e = error_of(&c.request("test.rpc", body.to_string().as_bytes()).await.unwrap());
+    assert_eq!(e, PitayaError::new("PIT-500", "rpc hop limit (8) reached at testbed.remote.cycle"));
+}
