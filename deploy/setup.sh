@@ -22,3 +22,14 @@ if [ ! -f "$js/node_modules/.package-lock.json" ] || [ "$js/package-lock.json" -
     echo "setup: installing componentize-js (npm ci in guest-sdk/js)" >&2
     (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# Browser test of examples/chat's page: Debian's Chromium, driven by playwright-core.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing chromium from Debian's packages" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+browser="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+if [ ! -f "$browser/node_modules/.package-lock.json" ] || [ "$browser/package-lock.json" -nt "$browser/node_modules/.package-lock.json" ]; then
+    echo "setup: installing playwright-core (npm ci in tests/browser)" >&2
+    (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
+fi
