@@ -3,8 +3,13 @@
 //! - `kiwano run <project-dir>`: builds the project's components whose sources changed, then
 //!   serves every server type of its `kiwano.toml` until SIGINT or SIGTERM.
 //! - `kiwano build <project-dir>`: only the build step.
+//! - `kiwano load …`: the load generator; `kiwano raw …`: the raw ceiling server;
+//!   `kiwano bench`: every benchmark scenario, written to `BENCHMARKS.md`.
 //!
 //! Logging follows `KIWANO_LOG` (an `EnvFilter` directive, default `info`).
+
+mod bench;
+mod load;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +43,31 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Load generator: connections running requests, broadcasts or idling; prints JSON.
+    Load(load::LoadArgs),
+    /// The raw ceiling server: same packets, no routing, sessions or Wasm.
+    Raw {
+        /// TCP address.
+        #[arg(long)]
+        tcp: Option<std::net::SocketAddr>,
+        /// WebSocket address.
+        #[arg(long)]
+        ws: Option<std::net::SocketAddr>,
+    },
+    /// Every benchmark scenario; tables printed and written to BENCHMARKS.md.
+    Bench(bench::BenchArgs),
+}
+
+/// Raises the open-file limit to its hard maximum: benchmarks hold tens of thousands of sockets.
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -45,7 +75,19 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
     let cli = Cli::parse();
+    raise_nofile();
     let result = match cli.command {
+        Command::Load(args) => tokio_main(async move {
+            let r = load::run(args).await?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }),
+        Command::Raw { tcp, ws } => tokio_main(async move {
+            let (t, w) = kiwano_server::raw::bind(tcp, ws).await?;
+            kiwano_server::raw::serve(t, w, std::time::Duration::from_secs(30), true).await;
+            Ok(())
+        }),
+        Command::Bench(args) => bench::run(&args),
         Command::Run { project, config } => run(&project, config),
         Command::Build { project, config } => load(&project, config).and_then(|c| {
             let built = project::build_all(&project, &c)?;
@@ -60,6 +102,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn tokio_main(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the I/O runtime")?.block_on(f)
 }
 
 fn load(project: &Path, config: Option<PathBuf>) -> anyhow::Result<Config> {

@@ -12,6 +12,7 @@
 //! This crate knows nothing of sockets: the server hands each call a [`SessionHandle`] through
 //! which the guest's `call-context` reaches the session.
 
+pub mod bench;
 mod bindings;
 mod cache;
 mod component;

@@ -15,6 +15,7 @@ pub mod groups;
 pub mod http;
 pub mod node;
 pub mod project;
+pub mod raw;
 pub mod router;
 pub mod services;
 pub mod session;

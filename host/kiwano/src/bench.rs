@@ -1,0 +1,365 @@
+//! `kiwano bench`: every benchmark scenario in one command, printed as tables and written to
+//! `BENCHMARKS.md`. Servers (Kiwano and the raw ceiling) and the load generator run as separate
+//! processes of this binary, on loopback.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::load::LoadResult;
+
+/// What to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Seconds-long run with tiny sizes, to check the harness (no figures worth keeping).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Where to write the report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub out: PathBuf,
+    /// The repository root (holding `examples/`).
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+}
+
+struct Sizes {
+    warmup: &'static str,
+    duration: &'static str,
+    conns: [usize; 2],
+    forward_conns: usize,
+    members: usize,
+    broadcasts: usize,
+    idle: usize,
+    heartbeat: &'static str,
+    hold: &'static str,
+    calls: u32,
+}
+
+const FULL: Sizes = Sizes {
+    warmup: "2s",
+    duration: "8s",
+    conns: [100, 1000],
+    forward_conns: 100,
+    members: 1000,
+    broadcasts: 200,
+    idle: 20_000,
+    heartbeat: "5s",
+    hold: "11s",
+    calls: 300_000,
+};
+
+const SMOKE: Sizes = Sizes {
+    warmup: "200ms",
+    duration: "500ms",
+    conns: [4, 8],
+    forward_conns: 4,
+    members: 10,
+    broadcasts: 5,
+    idle: 50,
+    heartbeat: "1s",
+    hold: "2500ms",
+    calls: 2_000,
+};
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A server process, stopped (SIGTERM, then kill) when dropped.
+struct Server {
+    child: Child,
+    name: String,
+}
+
+impl Server {
+    fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("bench: {} did not stop on SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_listening(port: u16, server: &mut Server) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            bail!("{} exited with {status} before listening", server.name);
+        }
+        if Instant::now() > deadline {
+            bail!("{} is not listening on {port}", server.name);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn log_file(root: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    let dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&dir)?;
+    Ok(std::fs::File::create(dir.join(format!("{name}.log")))?)
+}
+
+fn spawn(root: &Path, name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Result<Server> {
+    let exe = std::env::current_exe()?;
+    let log = log_file(root, name)?;
+    let child = Command::new(exe)
+        .args(args)
+        .envs(env.iter().cloned())
+        .env("KIWANO_LOG", "warn")
+        .current_dir(root)
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    Ok(Server { child, name: name.to_owned() })
+}
+
+/// Starts `kiwano run <project>` with its frontend's TCP and WS acceptors on free ports.
+fn kiwano(root: &Path, project: &str, frontend: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<(Server, u16, u16)> {
+    let (tcp, ws) = (free_port()?, free_port()?);
+    let acceptors = format!(r#"[{{kind="tcp",address="127.0.0.1:{tcp}"}},{{kind="ws",address="127.0.0.1:{ws}"}}]"#);
+    let mut env = vec![(format!("KIWANO_SERVERS_{}_ACCEPTORS", frontend.to_uppercase()), acceptors)];
+    env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let name = format!("kiwano-{}", project.replace('/', "-"));
+    let mut s = spawn(root, &name, &["run".into(), project.into()], &env)?;
+    wait_listening(tcp, &mut s)?;
+    wait_listening(ws, &mut s)?;
+    Ok((s, tcp, ws))
+}
+
+fn raw(root: &Path) -> anyhow::Result<(Server, u16, u16)> {
+    let (tcp, ws) = (free_port()?, free_port()?);
+    let args = vec!["raw".into(), "--tcp".into(), format!("127.0.0.1:{tcp}"), "--ws".into(), format!("127.0.0.1:{ws}")];
+    let mut s = spawn(root, "raw", &args, &[])?;
+    wait_listening(tcp, &mut s)?;
+    wait_listening(ws, &mut s)?;
+    Ok((s, tcp, ws))
+}
+
+/// Runs the load generator as its own process and reads its JSON result.
+fn load(root: &Path, args: &[String], on_ready: impl FnOnce()) -> anyhow::Result<LoadResult> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("load")
+        .args(args)
+        .current_dir(root)
+        .env("KIWANO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("load output")?;
+    let mut on_ready = Some(on_ready);
+    let mut last = String::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if line.starts_with("READY") {
+            if let Some(f) = on_ready.take() {
+                f();
+            }
+        } else if !line.trim().is_empty() {
+            last = line;
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("load generator failed ({status}) with {args:?}");
+    }
+    serde_json::from_str(&last).with_context(|| format!("load generator output {last:?}"))
+}
+
+fn echo_args(port: u16, transport: &str, conns: usize, route: &str, s: &Sizes) -> Vec<String> {
+    [
+        "--addr", &format!("127.0.0.1:{port}"), "--transport", transport, "--connections", &conns.to_string(),
+        "--warmup", s.warmup, "--duration", s.duration, "--route", route, "--body-size", "64",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// Runs every scenario and writes the report.
+///
+/// # Errors
+/// A server or the load generator failing.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let root = args.root.canonicalize().context("--root")?;
+    let s = if args.smoke { &SMOKE } else { &FULL };
+    let started = Instant::now();
+    let mut report = String::new();
+    let command = if args.smoke { "kiwano bench --smoke" } else { "kiwano bench" };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let _ = writeln!(report, "Machine: {cores} cores ({cpu}); release build; servers and load generator on the same machine, loopback.\n");
+
+    // Scenario 1: Kiwano vs the raw ceiling.
+    eprintln!("bench: scenario 1 (echo through a Rust guest vs the raw ceiling)");
+    let mut s1 = Vec::new();
+    {
+        let (raw_server, raw_tcp, raw_ws) = raw(&root)?;
+        let (kiwano_server, k_tcp, k_ws) = kiwano(&root, "examples/echo", "echo", &[])?;
+        for transport in ["tcp", "ws"] {
+            for &conns in &s.conns {
+                let (rp, kp) = if transport == "tcp" { (raw_tcp, k_tcp) } else { (raw_ws, k_ws) };
+                let r = load(&root, &echo_args(rp, transport, conns, "echo.echo", s), || {})?;
+                let k = load(&root, &echo_args(kp, transport, conns, "echo.echo", s), || {})?;
+                s1.push((transport, conns, r, k));
+            }
+        }
+        drop((raw_server, kiwano_server));
+    }
+    let _ = writeln!(report, "## 1. Echo of a 64-byte JSON body through a Rust guest, vs the raw ceiling\n");
+    let _ = writeln!(report, "| transport | connections | raw req/s | Kiwano req/s | ratio (bar ≥ 0.70) | raw p50 / p99 / max ms | Kiwano p50 / p99 / max ms | p99 ratio (bar ≤ 2) | errors |");
+    let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (t, c, r, k) in &s1 {
+        let ratio = k.rps / r.rps.max(1e-9);
+        let p99 = k.latency.p99_us as f64 / (r.latency.p99_us.max(1)) as f64;
+        let _ = writeln!(
+            report,
+            "| {t} | {c} | {:.0} | {:.0} | {ratio:.2} | {} / {} / {} | {} / {} / {} | {p99:.2} | {} |",
+            r.rps, k.rps, ms(r.latency.p50_us), ms(r.latency.p99_us), ms(r.latency.max_us),
+            ms(k.latency.p50_us), ms(k.latency.p99_us), ms(k.latency.max_us), r.errors + k.errors
+        );
+    }
+
+    // Scenario 2: forwarded connector → room.
+    eprintln!("bench: scenario 2 (forwarded through the embedded cluster)");
+    let mut s2 = Vec::new();
+    {
+        let (server, tcp, ws) = kiwano(&root, "host/kiwano/bench/forward", "echo", &[])?;
+        for transport in ["tcp", "ws"] {
+            let port = if transport == "tcp" { tcp } else { ws };
+            s2.push((transport, load(&root, &echo_args(port, transport, s.forward_conns, "room.echo.echo", s), || {})?));
+        }
+        drop(server);
+    }
+    let _ = writeln!(report, "\n## 2. The same request forwarded echo → room through the embedded cluster\n");
+    let _ = writeln!(report, "| transport | connections | forwarded req/s | direct req/s (scenario 1) | ratio (bar ≥ 0.50) | p50 / p99 / max ms | errors |");
+    let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- | --- |");
+    for (t, f) in &s2 {
+        let direct = s1.iter().find(|(tt, c, _, _)| tt == t && *c == s.forward_conns).map_or(0.0, |x| x.3.rps);
+        let _ = writeln!(
+            report,
+            "| {t} | {} | {:.0} | {direct:.0} | {:.2} | {} / {} / {} | {} |",
+            s.forward_conns, f.rps, f.rps / direct.max(1e-9), ms(f.latency.p50_us), ms(f.latency.p99_us), ms(f.latency.max_us), f.errors
+        );
+    }
+
+    // Scenario 3: group broadcast.
+    eprintln!("bench: scenario 3 (group broadcast)");
+    let b = {
+        let (server, _tcp, ws) = kiwano(&root, "examples/chat", "chat", &[("KIWANO_APP_HTTP", "")])?;
+        let args: Vec<String> = [
+            "--addr", &format!("127.0.0.1:{ws}"), "--transport", "ws", "--mode", "broadcast",
+            "--connections", &s.members.to_string(), "--broadcasts", &s.broadcasts.to_string(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let r = load(&root, &args, || {})?;
+        drop(server);
+        r
+    };
+    let _ = writeln!(report, "\n## 3. Group broadcast: one sender, every member receives each message\n");
+    let _ = writeln!(report, "| members | broadcasts | pushes delivered/s | last member received after: p50 / p99 / max ms |");
+    let _ = writeln!(report, "| --- | --- | --- | --- |");
+    let _ = writeln!(
+        report,
+        "| {} | {} | {:.0} | {} / {} / {} |",
+        b.connections, b.requests, b.pushes_per_s, ms(b.latency.p50_us), ms(b.latency.p99_us), ms(b.latency.max_us)
+    );
+
+    // Scenarios 4 and 5: idle connections, connection rate.
+    eprintln!("bench: scenarios 4 and 5 (idle connections, connection rate)");
+    let (idle, before, ready_rss, after) = {
+        let (server, _tcp, ws) = kiwano(&root, "examples/echo", "echo", &[("KIWANO_PROTOCOL_HEARTBEAT_INTERVAL", s.heartbeat)])?;
+        std::thread::sleep(Duration::from_millis(500));
+        let before = server.rss_kb();
+        let args: Vec<String> = [
+            "--addr", &format!("127.0.0.1:{ws}"), "--transport", "ws", "--mode", "idle",
+            "--connections", &s.idle.to_string(), "--hold", s.hold,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let ready = std::cell::Cell::new(0);
+        let r = load(&root, &args, || ready.set(server.rss_kb()))?;
+        let after = server.rss_kb();
+        drop(server);
+        (r, before, ready.get(), after)
+    };
+    let per_conn = |rss: u64| (rss.saturating_sub(before)) as f64 * 1024.0 / idle.connections.max(1) as f64;
+    let _ = writeln!(report, "\n## 4. Idle WebSocket connections held through two heartbeat intervals ({})\n", s.heartbeat);
+    let _ = writeln!(report, "| connections | RSS before | RSS connected | RSS after hold | per connection (bar ≤ 6 KB) | dropped (bar 0) |");
+    let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        report,
+        "| {} | {:.1} MB | {:.1} MB | {:.1} MB | {:.2} KB | {} |",
+        idle.connections, before as f64 / 1024.0, ready_rss as f64 / 1024.0, after as f64 / 1024.0,
+        per_conn(after.max(ready_rss)) / 1024.0, idle.dropped + idle.errors
+    );
+    let _ = writeln!(report, "\n## 5. Connection rate\n");
+    let _ = writeln!(report, "| connections | handshakes/s (WebSocket upgrade + Pitaya handshake, 200 at a time) |");
+    let _ = writeln!(report, "| --- | --- |");
+    let _ = writeln!(report, "| {} | {:.0} |", idle.connections, idle.handshakes_per_s);
+
+    // Scenario 6: the guest call itself.
+    eprintln!("bench: scenario 6 (guest call cost)");
+    let cost = {
+        let runtime = kiwano_runtime::Runtime::new(kiwano_runtime::RuntimeConfig::default())?;
+        let component = kiwano_runtime::Component::load(&runtime, &root.join("target/wasm/wasm32-wasip2/guest/echo_guest.wasm"))?;
+        kiwano_runtime::bench::call_cost(&runtime, &component, "echo.session", s.calls, 200).map_err(anyhow::Error::msg)?
+    };
+    let _ = writeln!(report, "\n## 6. Guest call cost, in-process\n");
+    let _ = writeln!(report, "| warm call of `echo.session` (host → guest → one host import → host) | instance from the prepared component (+ `init`) |");
+    let _ = writeln!(report, "| --- | --- |");
+    let _ = writeln!(report, "| {:.3} µs (target ≤ 1 µs) | {:.1} µs |", cost.per_call.as_secs_f64() * 1e6, cost.instantiate.as_secs_f64() * 1e6);
+
+    let _ = writeln!(report, "\nProduced by `{command}` in {:.0} s.", started.elapsed().as_secs_f64());
+    println!("{report}");
+    write_report(&args.out, command, &report)?;
+    Ok(())
+}
+
+/// Replaces the generated part of the report file (between the markers), keeping the rest.
+fn write_report(path: &Path, command: &str, body: &str) -> anyhow::Result<()> {
+    const BEGIN: &str = "<!-- kiwano bench: begin -->";
+    const END: &str = "<!-- kiwano bench: end -->";
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let generated = format!("{BEGIN}\n`{command}`\n\n{body}{END}");
+    let text = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}{}", &existing[..a], generated, &existing[b + END.len()..]),
+        _ => format!("# Benchmarks\n\n{generated}\n"),
+    };
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}

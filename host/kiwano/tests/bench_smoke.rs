@@ -1,0 +1,32 @@
+//! The benchmark harness never rots: `kiwano bench --smoke` runs every scenario for seconds and
+//! writes its report. No speed is asserted here; BENCHMARKS.md holds the real figures.
+
+use std::process::Command;
+
+#[test]
+fn bench_smoke_runs_every_scenario() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::env::temp_dir().join(format!("kiwano-bench-smoke-{}.md", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_kiwano"))
+        .args(["bench", "--smoke", "--root"])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("kiwano bench runs");
+    assert!(status.success(), "kiwano bench --smoke failed: {status}");
+    let report = std::fs::read_to_string(&out).expect("report written");
+    for heading in [
+        "## 1. Echo of a 64-byte JSON body",
+        "## 2. The same request forwarded",
+        "## 3. Group broadcast",
+        "## 4. Idle WebSocket connections",
+        "## 5. Connection rate",
+        "## 6. Guest call cost",
+    ] {
+        assert!(report.contains(heading), "report lacks {heading:?}:\n{report}");
+    }
+    // Every scenario ran without errors or dropped connections.
+    assert!(report.contains("| tcp | 4 |") && report.contains("| ws | 8 |"), "{report}");
+    let _ = std::fs::remove_file(out);
+}
