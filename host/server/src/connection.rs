@@ -16,6 +16,7 @@ use kiwano_protocol::message;
 use kiwano_protocol::packet::{self, Packet, PacketType};
 use kiwano_protocol::{Message, MessageType};
 use tokio::sync::{mpsc, oneshot};
+
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::app::Shared;
@@ -45,8 +46,7 @@ enum Next {
 
 /// Serves one connection to its end. `deadline` is the handshake deadline, counted from accept.
 pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transport, remote: std::net::SocketAddr, deadline: Instant) {
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(shared.session.outgoing_queue);
-    let session = shared.sessions.create(remote, out_tx, shared.wire.clone());
+    let session = shared.sessions.create(remote, shared.session.outgoing_queue, shared.wire.clone());
     let id = session.id();
     tracing::debug!(session = id, %remote, server_type = %frontend, "connected");
     let mut conn = Connection { shared: shared.clone(), frontend, session: session.clone(), phase: Phase::Start, inbound: None, done: None };
@@ -72,19 +72,19 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transpo
                     let _ = tokio::time::timeout(write_timeout, transport.write(&[kick])).await;
                 }
                 if reason == CloseReason::Shutdown {
-                    conn.drain(&mut transport, &mut out_rx, write_timeout).await;
+                    conn.drain(&mut transport, write_timeout).await;
                 }
                 break reason;
             }
             () = shutdown.cancelled() => session.signal.close(CloseReason::Shutdown),
-            Some(first) = out_rx.recv() => {
+            () = session.out.wait() => {
                 batch.clear();
-                batch.push(first);
-                while batch.len() < WRITE_BATCH {
-                    match out_rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
+                if session.out.drain(&mut batch, WRITE_BATCH) {
+                    // More than a batch is queued: come back for the rest.
+                    session.out.ready_again();
+                }
+                if batch.is_empty() {
+                    continue;
                 }
                 match write_or_close(&mut transport, &batch, write_timeout, &session).await {
                     Ok(()) => {}
@@ -133,7 +133,10 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transpo
     transport.close(Duration::from_millis(200)).await;
     drop(transport);
     // The dispatcher finishes the queued messages, runs on-session-close, then forgets the
-    // session; without a dispatcher there is nothing to wait for.
+    // session. A handshaken session that never sent a message gets one just for its close.
+    if conn.inbound.is_none() && conn.done.is_none() && conn.phase == Phase::Working {
+        conn.start_dispatcher();
+    }
     conn.inbound = None;
     if conn.done.is_none() {
         shared.sessions.remove(id);
@@ -190,8 +193,8 @@ impl Connection {
                 if self.phase != Phase::Handshaken {
                     return Next::Close(CloseReason::Protocol("handshake ack without a handshake".into()));
                 }
+                // The dispatcher starts with the first message: an idle session costs no task.
                 self.phase = Phase::Working;
-                self.start_dispatcher();
                 Next::Continue
             }
             PacketType::Heartbeat => Next::Continue,
@@ -232,6 +235,9 @@ impl Connection {
             Ok(m) => m,
             Err(e) => return Next::Close(CloseReason::Protocol(e.to_string())),
         };
+        if self.inbound.is_none() {
+            self.start_dispatcher();
+        }
         match msg.kind {
             MessageType::Request if msg.id == 0 => {
                 Next::Close(CloseReason::Protocol(format!("request with id 0 on route {:?}", msg.route)))
@@ -267,26 +273,29 @@ impl Connection {
 
     /// Shutdown: stop reading, let the dispatcher finish what is queued (its responses are
     /// still written), then return.
-    async fn drain(&mut self, transport: &mut Transport, out_rx: &mut mpsc::Receiver<Bytes>, timeout: Duration) {
+    async fn drain(&mut self, transport: &mut Transport, timeout: Duration) {
         self.inbound = None;
         let Some(mut done) = self.done.take() else { return };
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 biased;
-                Some(p) = out_rx.recv() => {
-                    if write(transport, &[p], timeout).await.is_err() {
+                () = self.session.out.wait() => {
+                    batch.clear();
+                    if self.session.out.drain(&mut batch, WRITE_BATCH) {
+                        self.session.out.ready_again();
+                    }
+                    if !batch.is_empty() && write(transport, &batch, timeout).await.is_err() {
                         return;
                     }
                 }
                 _ = &mut done => break,
             }
         }
-        let mut rest = Vec::new();
-        while let Ok(p) = out_rx.try_recv() {
-            rest.push(p);
-        }
-        if !rest.is_empty() {
-            let _ = write(transport, &rest, timeout).await;
+        batch.clear();
+        while self.session.out.drain(&mut batch, WRITE_BATCH) {}
+        if !batch.is_empty() {
+            let _ = write(transport, &batch, timeout).await;
         }
     }
 }

@@ -15,7 +15,9 @@ use kiwano_protocol::error::codes;
 use kiwano_runtime::{GuestError, SessionHandle};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
-use tokio::sync::{Notify, mpsc};
+use std::collections::VecDeque;
+
+use tokio::sync::Notify;
 
 use crate::wire::Wire;
 
@@ -95,6 +97,53 @@ impl CloseSignal {
     }
 }
 
+/// The bounded queue of packets waiting for the connection's writer. Allocation-free while
+/// empty and unused, so an idle connection costs little.
+pub(crate) struct OutQueue {
+    queue: Mutex<VecDeque<Bytes>>,
+    ready: Notify,
+    cap: usize,
+}
+
+impl OutQueue {
+    fn new(cap: usize) -> Self {
+        Self { queue: Mutex::new(VecDeque::new()), ready: Notify::new(), cap }
+    }
+
+    /// Queues a packet; false when the queue is full.
+    fn push(&self, p: Bytes) -> bool {
+        let mut q = self.queue.lock();
+        if q.len() >= self.cap {
+            return false;
+        }
+        q.push_back(p);
+        drop(q);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Waits until something may be queued.
+    pub(crate) async fn wait(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Makes the next [`OutQueue::wait`] return at once.
+    pub(crate) fn ready_again(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Moves up to `max` queued packets into `into`; true if more remain.
+    pub(crate) fn drain(&self, into: &mut Vec<Bytes>, max: usize) -> bool {
+        let mut q = self.queue.lock();
+        let n = q.len().min(max);
+        into.extend(q.drain(..n));
+        if q.is_empty() && q.capacity() > 16 {
+            *q = VecDeque::new();
+        }
+        !q.is_empty()
+    }
+}
+
 struct State {
     /// Server pinned per server type for forwarded messages.
     pins: HashMap<String, String>,
@@ -109,7 +158,7 @@ pub struct Session {
     remote: SocketAddr,
     state: Mutex<State>,
     /// Framed packets for the connection's writer.
-    out: mpsc::Sender<Bytes>,
+    pub(crate) out: OutQueue,
     /// Close and kick requests.
     pub signal: CloseSignal,
     closed: AtomicBool,
@@ -152,13 +201,11 @@ impl Session {
         if self.closed.load(Ordering::Acquire) {
             return Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed"));
         }
-        match self.out.try_send(packet) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.signal.close(CloseReason::SlowClient);
-                Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed: its outgoing queue is full"))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed")),
+        if self.out.push(packet) {
+            Ok(())
+        } else {
+            self.signal.close(CloseReason::SlowClient);
+            Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed: its outgoing queue is full"))
         }
     }
 
@@ -285,7 +332,7 @@ impl std::fmt::Debug for SessionPool {
 
 impl SessionPool {
     /// Creates a session for a new connection; ids start at 1.
-    pub fn create(self: &Arc<Self>, remote: SocketAddr, out: mpsc::Sender<Bytes>, wire: Arc<Wire>) -> Arc<Session> {
+    pub fn create(self: &Arc<Self>, remote: SocketAddr, outgoing: usize, wire: Arc<Wire>) -> Arc<Session> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut data = Map::new();
         // Pitaya: IPv6 when the remote address has more than one ':'.
@@ -295,7 +342,7 @@ impl SessionPool {
             id,
             remote,
             state: Mutex::new(State { pins: HashMap::new(), uid: None, data, handshake: "{}".into() }),
-            out,
+            out: OutQueue::new(outgoing),
             signal: CloseSignal::default(),
             closed: AtomicBool::new(false),
             wire,

@@ -157,10 +157,11 @@ impl Transport {
 }
 
 /// WebSocket limits matched to the protocol: no message beyond one maximal packet, and small
-/// buffers (tungstenite's defaults are a 128 KiB read buffer and 64 MiB messages).
+/// buffers (tungstenite's defaults are a 128 KiB read buffer and 64 MiB messages): the read
+/// buffer grows for a large message, but an idle connection holds 512 bytes.
 pub fn ws_config(max_body: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_message_size(Some(max_body + packet::HEADER_LEN))
         .max_frame_size(Some(max_body + packet::HEADER_LEN))
