@@ -15,6 +15,7 @@ use prost::Message as _;
 use serde_json::{Map, Value};
 
 use crate::cluster::{Cluster, messages};
+use crate::session::{parse_object, parse_value};
 
 struct State {
     uid: Option<String>,
@@ -137,8 +138,7 @@ impl SessionHandle for BackendSession {
     }
 
     fn set(&self, key: &str, value: &str) -> Result<(), GuestError> {
-        let v: Value = serde_json::from_str(value)
-            .map_err(|e| GuestError::new(codes::BAD_REQUEST, format!("session data value for {key:?} is not JSON: {e}")))?;
+        let v = parse_value(key, value)?;
         let mut st = self.state.lock();
         st.data.insert(key.to_owned(), v);
         st.dirty = true;
@@ -150,15 +150,11 @@ impl SessionHandle for BackendSession {
     }
 
     fn set_data(&self, data: &str) -> Result<(), GuestError> {
-        match serde_json::from_str::<Value>(data) {
-            Ok(Value::Object(map)) => {
-                let mut st = self.state.lock();
-                st.data = map;
-                st.dirty = true;
-                Ok(())
-            }
-            _ => Err(GuestError::new(codes::BAD_REQUEST, "session data must be a JSON object")),
-        }
+        let map = parse_object(data)?;
+        let mut st = self.state.lock();
+        st.data = map;
+        st.dirty = true;
+        Ok(())
     }
 
     fn push(&self, route: &str, body: &[u8]) -> Result<(), GuestError> {

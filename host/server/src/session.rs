@@ -266,8 +266,7 @@ impl SessionHandle for Session {
     }
 
     fn set(&self, key: &str, value: &str) -> Result<(), GuestError> {
-        let v: Value = serde_json::from_str(value)
-            .map_err(|e| GuestError::new(codes::BAD_REQUEST, format!("session data value for {key:?} is not JSON: {e}")))?;
+        let v = parse_value(key, value)?;
         self.state.lock().data.insert(key.to_owned(), v);
         Ok(())
     }
@@ -277,13 +276,8 @@ impl SessionHandle for Session {
     }
 
     fn set_data(&self, data: &str) -> Result<(), GuestError> {
-        match serde_json::from_str::<Value>(data) {
-            Ok(Value::Object(map)) => {
-                self.state.lock().data = map;
-                Ok(())
-            }
-            _ => Err(GuestError::new(codes::BAD_REQUEST, "session data must be a JSON object")),
-        }
+        self.state.lock().data = parse_object(data)?;
+        Ok(())
     }
 
     fn push(&self, route: &str, body: &[u8]) -> Result<(), GuestError> {
@@ -313,6 +307,26 @@ impl SessionHandle for Session {
     fn pin(&self, server_type: &str, server_id: &str) -> Result<(), GuestError> {
         Session::pin(self, server_type, server_id);
         Ok(())
+    }
+}
+
+/// A session-data value given as JSON text.
+///
+/// # Errors
+/// `PIT-400` for text that is not JSON.
+pub(crate) fn parse_value(key: &str, value: &str) -> Result<Value, GuestError> {
+    serde_json::from_str(value)
+        .map_err(|e| GuestError::new(codes::BAD_REQUEST, format!("session data value for {key:?} is not JSON: {e}")))
+}
+
+/// Whole session data given as JSON text.
+///
+/// # Errors
+/// `PIT-400` for anything but a JSON object.
+pub(crate) fn parse_object(data: &str) -> Result<Map<String, Value>, GuestError> {
+    match serde_json::from_str::<Value>(data) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(GuestError::new(codes::BAD_REQUEST, "session data must be a JSON object")),
     }
 }
 
