@@ -136,9 +136,15 @@ async fn connect_all(args: &LoadArgs, t: Transport, n: usize) -> (Vec<Client>, f
         let addr = args.addr.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.ok()?;
-            let mut c = Client::connect(&addr, t, None).await.ok()?;
-            c.handshake(&serde_json::json!({"sys": {"platform": "kiwano-load"}})).await.ok()?;
-            Some(c)
+            // Bounded: a server that stops accepting must not hang the run.
+            tokio::time::timeout(Duration::from_secs(15), async {
+                let mut c = Client::connect(&addr, t, None).await.ok()?;
+                c.handshake(&serde_json::json!({"sys": {"platform": "kiwano-load"}})).await.ok()?;
+                Some(c)
+            })
+            .await
+            .ok()
+            .flatten()
         }));
     }
     let mut clients = Vec::with_capacity(n);
@@ -315,50 +321,86 @@ async fn broadcast(args: &LoadArgs, t: Transport) -> anyhow::Result<LoadResult> 
 }
 
 async fn idle(args: &LoadArgs, t: Transport) -> anyhow::Result<LoadResult> {
-    let (clients, handshakes_per_s, connect_errors) = connect_all(args, t, args.connections).await;
-    // Tell the orchestrator (bench) that every connection is up.
-    println!("READY {}", clients.len());
+    let n = args.connections;
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let settled = Arc::new(AtomicUsize::new(0));
+    let all_settled = Arc::new(tokio::sync::Notify::new());
     let dropped = Arc::new(AtomicU64::new(0));
-    let hold = args.hold;
-    let mut tasks = Vec::new();
-    for mut c in clients {
-        let dropped = dropped.clone();
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (gate, addr, mut stop) = (gate.clone(), args.addr.clone(), stop_rx.clone());
+        let (settled, all_settled, dropped, failed) = (settled.clone(), all_settled.clone(), dropped.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
-            let end = tokio::time::Instant::now() + hold;
-            // A heartbeat every 5 s keeps the connection alive whatever the server's interval.
+            let settle = || {
+                if settled.fetch_add(1, Ordering::AcqRel) + 1 == n {
+                    all_settled.notify_one();
+                }
+            };
+            let connected = async {
+                let _permit = gate.acquire_owned().await.ok()?;
+                // Bounded: a server that stops accepting must not hang the run.
+                tokio::time::timeout(Duration::from_secs(15), async {
+                    let mut c = Client::connect(&addr, t, None).await.ok()?;
+                    c.handshake(&serde_json::json!({"sys": {"platform": "kiwano-load"}})).await.ok()?;
+                    Some(c)
+                })
+                .await
+                .ok()
+                .flatten()
+            }
+            .await;
+            settle();
+            let Some(mut c) = connected else {
+                failed.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            // Heartbeats from the moment the handshake is done, so a connection that waits for
+            // the others is not idle in the server's eyes.
             let mut beat = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
-                    () = tokio::time::sleep_until(end) => return c,
+                    _ = stop.changed() => return Some(c),
                     _ = beat.tick() => {
                         if c.heartbeat().await.is_err() {
                             dropped.fetch_add(1, Ordering::Relaxed);
-                            return c;
+                            return None;
                         }
                     }
                     p = c.recv_packet() => match p {
                         Ok(Some(p)) if p.kind == PacketType::Heartbeat => {}
                         _ => {
                             dropped.fetch_add(1, Ordering::Relaxed);
-                            return c;
+                            return None;
                         }
                     },
                 }
             }
         }));
     }
+    if settled.load(Ordering::Acquire) < n {
+        all_settled.notified().await;
+    }
+    let connected = n as u64 - failed.load(Ordering::Relaxed);
+    let handshakes_per_s = connected as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    // Tell the orchestrator (bench) that every connection is up.
+    println!("READY {connected}");
+    tokio::time::sleep(args.hold).await;
+    let _ = stop_tx.send(true);
     let mut held = Vec::new();
     for t in tasks {
-        if let Ok(c) = t.await {
+        if let Ok(Some(c)) = t.await {
             held.push(c);
         }
     }
     Ok(LoadResult {
         mode: "idle".into(),
         transport: args.transport.clone(),
-        connections: args.connections,
+        connections: n,
         handshakes_per_s,
-        errors: connect_errors,
+        errors: failed.load(Ordering::Relaxed),
         dropped: dropped.load(Ordering::Relaxed),
         ..LoadResult::default()
     })

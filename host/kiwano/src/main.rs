@@ -58,12 +58,20 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Raises the open-file limit to its hard maximum: benchmarks hold tens of thousands of sockets.
+/// Raises the open-file limit: servers and benchmarks hold tens of thousands of sockets. With
+/// the privilege to (root), up to the kernel's `nr_open`; otherwise up to the hard limit.
 fn raise_nofile() {
+    let nr_open: libc::rlim_t =
+        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let want = nr_open.max(lim.rlim_max);
+        let raised = libc::rlimit { rlim_cur: want, rlim_max: want };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }

@@ -4,29 +4,52 @@
 //! compressed payloads are inflated with a cap, so a small "decompression bomb" cannot expand
 //! past the maximum body size.
 
-use std::io::{Read, Write};
+use std::cell::RefCell;
 
-use flate2::Compression;
-use flate2::read::ZlibDecoder;
-use flate2::write::ZlibEncoder;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use crate::ProtocolError;
 
+thread_local! {
+    /// One compressor per thread, reset between uses: its state is a few hundred KiB that would
+    /// otherwise be allocated and zeroed for every message.
+    static DEFLATE: RefCell<Compress> = RefCell::new(Compress::new(Compression::default(), true));
+    /// Likewise one decompressor per thread.
+    static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(true));
+}
+
+/// Deflates `data` into at most `limit` bytes; `None` if the zlib stream does not fit.
+fn deflate_within(data: &[u8], limit: usize) -> Option<Vec<u8>> {
+    DEFLATE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.reset();
+        let mut out = Vec::with_capacity(limit);
+        loop {
+            let consumed = usize::try_from(c.total_in()).unwrap_or(usize::MAX).min(data.len());
+            match c.compress_vec(&data[consumed..], &mut out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => return Some(out),
+                Ok(_) if out.len() < limit => {
+                    let more = (limit - out.len()).min(out.capacity().max(64));
+                    out.reserve(more);
+                }
+                _ => return None,
+            }
+        }
+    })
+}
+
 /// Deflates `data` as a zlib stream.
 pub fn deflate(data: &[u8]) -> Vec<u8> {
-    let mut enc = ZlibEncoder::new(Vec::with_capacity(data.len() / 2 + 16), Compression::default());
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(data);
-    enc.finish().unwrap_or_default()
+    // A zlib stream is never more than a few bytes per 16 KiB larger than its input.
+    deflate_within(data, data.len() + data.len() / 1000 + 64).unwrap_or_default()
 }
 
 /// Deflates `data` and returns the result only when it is strictly shorter.
 pub fn deflate_if_shorter(data: &[u8]) -> Option<Vec<u8>> {
-    if data.is_empty() {
+    if data.len() < 2 {
         return None;
     }
-    let d = deflate(data);
-    (d.len() < data.len()).then_some(d)
+    deflate_within(data, data.len() - 1).filter(|d| d.len() < data.len())
 }
 
 /// Inflates a zlib stream, failing once the output would exceed `max` bytes.
@@ -35,17 +58,33 @@ pub fn deflate_if_shorter(data: &[u8]) -> Option<Vec<u8>> {
 /// [`ProtocolError::BadCompression`] for a corrupt stream, [`ProtocolError::InflatedTooLarge`]
 /// when the output passes `max`.
 pub fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, ProtocolError> {
-    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(max).min(64 * 1024));
-    // Read at most one byte more than allowed: that byte proves the limit was passed.
-    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    ZlibDecoder::new(data)
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| ProtocolError::BadCompression(e.to_string()))?;
-    if out.len() > max {
-        return Err(ProtocolError::InflatedTooLarge { max });
-    }
-    Ok(out)
+    INFLATE.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset(true);
+        let mut out = Vec::with_capacity(data.len().saturating_mul(4).clamp(64, 64 * 1024).min(max.saturating_add(1)));
+        loop {
+            let consumed = usize::try_from(d.total_in()).unwrap_or(usize::MAX).min(data.len());
+            let before = (d.total_in(), d.total_out());
+            let status = d
+                .decompress_vec(&data[consumed..], &mut out, FlushDecompress::None)
+                .map_err(|e| ProtocolError::BadCompression(e.to_string()))?;
+            if out.len() > max {
+                return Err(ProtocolError::InflatedTooLarge { max });
+            }
+            match status {
+                Status::StreamEnd => return Ok(out),
+                _ if out.len() == out.capacity() => {
+                    // Room for one byte past the limit: that byte proves the limit was passed.
+                    let more = (max + 1 - out.len()).min(out.capacity().max(64));
+                    out.reserve(more);
+                }
+                _ if (d.total_in(), d.total_out()) == before => {
+                    return Err(ProtocolError::BadCompression("truncated zlib stream".into()));
+                }
+                _ => {}
+            }
+        }
+    })
 }
 
 /// Whether `data` starts like a zlib or gzip stream; this is how Pitaya's clients recognise a

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use kiwano_protocol::handshake::HandshakeResponse;
 use kiwano_protocol::packet::{self, PacketType};
 use kiwano_protocol::{MessageType, RouteDictionary, Serializer, message};
@@ -104,8 +103,9 @@ async fn connection(mut transport: Transport, raw: &Raw) {
                         Err(()) => return,
                     }
                     if batch.len() < 64 {
-                        if let Some(Ok(Some(p))) = transport.read_packet().now_or_never() {
-                            next = Some(p);
+                        match transport.next_buffered() {
+                            Ok(p) => next = p,
+                            Err(_) => return,
                         }
                     }
                 }

@@ -110,6 +110,21 @@ impl Transport {
         }
     }
 
+    /// The next packet already received, without waiting for the socket: lets a server answer
+    /// every packet of one read with a single write.
+    ///
+    /// # Errors
+    /// As [`Transport::read_packet`].
+    pub fn next_buffered(&mut self) -> Result<Option<Packet>, ReadError> {
+        match self {
+            Self::Stream { buf, decoder, .. } => Ok(decoder.decode(buf)?),
+            Self::Ws { .. } => {
+                use futures_util::FutureExt;
+                self.read_packet().now_or_never().unwrap_or(Ok(None))
+            }
+        }
+    }
+
     /// Writes packets (each already framed) and flushes.
     ///
     /// # Errors
