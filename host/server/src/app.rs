@@ -184,7 +184,13 @@ impl Server {
         // Validated with the rest of the config.
         let dictionary = RouteDictionary::new(p.dictionary.iter().map(|(k, v)| (k, *v))).unwrap_or_default();
         let handshake = HandshakeResponse::new(&dictionary, p.heartbeat_interval, p.serializer, p.compression);
-        let wire = Arc::new(Wire { dictionary, compress: p.compression, serializer: p.serializer, max_body: p.max_body });
+        let wire = Arc::new(Wire {
+            dictionary,
+            compress: p.compression,
+            compress_min: p.compression_min_size,
+            serializer: p.serializer,
+            max_body: p.max_body,
+        });
         let shared = Arc::new(Shared {
             wire,
             handshake,

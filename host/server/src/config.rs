@@ -101,6 +101,8 @@ pub struct ProtocolConfig {
     /// Compress the handshake and payloads with zlib when shorter
     /// (`pitaya.handler.messages.compression`).
     pub compression: bool,
+    /// Payloads shorter than this many bytes are sent uncompressed even with `compression` on.
+    pub compression_min_size: usize,
     /// `json` or `protobuf` (`pitaya.serializertype`).
     pub serializer: Serializer,
     /// Route dictionary: route → 2-byte code, shipped in the handshake.
@@ -114,6 +116,7 @@ impl Default for ProtocolConfig {
             handshake_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
             compression: true,
+            compression_min_size: 128,
             serializer: Serializer::Json,
             dictionary: BTreeMap::new(),
         }

@@ -26,7 +26,14 @@ struct Raw {
 /// Serves the raw protocol on the given TCP and WebSocket listeners, forever.
 pub async fn serve(tcp: Option<TcpListener>, ws: Option<TcpListener>, heartbeat: Duration, compress: bool) {
     let raw = Arc::new(Raw {
-        wire: Wire { dictionary: RouteDictionary::default(), compress, serializer: Serializer::Json, max_body: 1 << 20 },
+        wire: Wire {
+            dictionary: RouteDictionary::default(),
+            compress,
+            // Kiwano's default `protocol.compression_min_size`.
+            compress_min: crate::config::ProtocolConfig::default().compression_min_size,
+            serializer: Serializer::Json,
+            max_body: 1 << 20,
+        },
         handshake: HandshakeResponse::new(&RouteDictionary::default(), heartbeat, Serializer::Json, compress),
         heartbeat,
     });

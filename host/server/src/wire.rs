@@ -13,6 +13,8 @@ pub struct Wire {
     pub dictionary: RouteDictionary,
     /// Compress payloads when shorter.
     pub compress: bool,
+    /// Payloads shorter than this are never compressed (deflating them costs more than it saves).
+    pub compress_min: usize,
     /// Encoding of error objects.
     pub serializer: Serializer,
     /// Largest body accepted from clients (and inflated payload).
@@ -27,7 +29,8 @@ impl Wire {
     pub fn packet(&self, m: &Message) -> Result<Bytes, ProtocolError> {
         let mut out = BytesMut::with_capacity(HEADER_LEN + 8 + m.route.len() + m.data.len());
         out.resize(HEADER_LEN, 0);
-        message::encode(m, EncodeOptions { dictionary: &self.dictionary, compress: self.compress }, &mut out)?;
+        let compress = self.compress && m.data.len() >= self.compress_min;
+        message::encode(m, EncodeOptions { dictionary: &self.dictionary, compress }, &mut out)?;
         let body_len = out.len() - HEADER_LEN;
         if body_len > kiwano_protocol::MAX_WIRE_BODY {
             return Err(ProtocolError::BodyTooLargeToEncode(body_len));
