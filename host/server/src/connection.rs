@@ -2,11 +2,15 @@
 //! writing its outgoing queue, kick and close.
 //!
 //! A single task owns the transport and selects between a close request (kick first: it
-//! bypasses the queue), the outgoing queue (batched into one write), the heartbeat tick, the
-//! handshake deadline and the next packet. Messages go to the session's dispatcher, which
-//! handles them one at a time, in order; when its FIFO is full the task stops reading, so a
-//! client that pipelines faster than it is served is slowed down, not dropped.
+//! bypasses the queue), the outgoing queue (batched into one write), the message in progress,
+//! the heartbeat tick, the handshake deadline and the next packet. The session's messages are
+//! handled one at a time, in order, by futures this task polls itself (the guest call runs on
+//! its instance's thread); when the session's FIFO is full the task stops reading, so a client
+//! that pipelines faster than it is served is slowed down, not dropped.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +19,6 @@ use kiwano_protocol::handshake::HandshakeData;
 use kiwano_protocol::message;
 use kiwano_protocol::packet::{self, Packet, PacketType};
 use kiwano_protocol::{Message, MessageType};
-use tokio::sync::{mpsc, oneshot};
 
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -44,17 +47,38 @@ enum Next {
     Close(CloseReason),
 }
 
+type Dispatch = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The handling of one message, as a future the connection task polls itself: its response is
+/// queued for the writer of this same task, without a hop through another task.
+fn dispatch(shared: &Arc<Shared>, frontend: &Arc<str>, session: &Arc<Session>, msg: Message) -> Dispatch {
+    let (shared, frontend, session) = (shared.clone(), frontend.clone(), session.clone());
+    Box::pin(async move { router::dispatch(&shared, &frontend, &session, msg).await })
+}
+
+/// Polls the message in progress, if any.
+async fn in_flight(current: &mut Option<Dispatch>) {
+    match current {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serves one connection to its end. `deadline` is the handshake deadline, counted from accept.
 pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transport, remote: std::net::SocketAddr, deadline: Instant) {
     let session = shared.sessions.create(remote, shared.session.outgoing_queue, shared.wire.clone());
     let id = session.id();
     tracing::debug!(session = id, %remote, server_type = %frontend, "connected");
-    let mut conn = Connection { shared: shared.clone(), frontend, session: session.clone(), phase: Phase::Start, inbound: None, done: None };
+    let mut conn = Connection { shared: shared.clone(), session: session.clone(), phase: Phase::Start };
     let heartbeat = shared.heartbeat;
     let mut tick = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
-    let mut pending: Option<Message> = None;
+    // The session's FIFO: the message being handled, and those waiting behind it. When the
+    // queue is full the task stops reading, which slows the client down.
+    let mut current: Option<Dispatch> = None;
+    let mut queue: VecDeque<Message> = VecDeque::new();
+    let room = shared.session.inbound_queue;
     let mut batch: Vec<Bytes> = Vec::new();
     // A write cut short by a close request leaves a partial packet on the wire: nothing more
     // can be written after it.
@@ -72,7 +96,7 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transpo
                     let _ = tokio::time::timeout(write_timeout, transport.write(&[kick])).await;
                 }
                 if reason == CloseReason::Shutdown {
-                    conn.drain(&mut transport, write_timeout).await;
+                    drain(&shared, &frontend, &session, &mut transport, &mut current, &mut queue, write_timeout).await;
                 }
                 break reason;
             }
@@ -86,11 +110,15 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transpo
                 if batch.is_empty() {
                     continue;
                 }
-                match write_or_close(&mut transport, &batch, write_timeout, &session).await {
+                let fifo = Fifo { shared: &shared, frontend: &frontend, session: &session, current: &mut current, queue: &mut queue };
+                match write_while_dispatching(&mut transport, &batch, write_timeout, fifo).await {
                     Ok(()) => {}
                     Err(None) => torn = true,
                     Err(Some(e)) => break e,
                 }
+            }
+            () = in_flight(&mut current) => {
+                current = queue.pop_front().map(|m| dispatch(&shared, &frontend, &session, m));
             }
             _ = tick.tick() => {
                 if last_seen.elapsed() > heartbeat * 2 {
@@ -104,16 +132,13 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transpo
             () = tokio::time::sleep_until(deadline), if conn.phase != Phase::Working => {
                 break CloseReason::HandshakeTimeout;
             }
-            permit = reserve(conn.inbound.clone()), if pending.is_some() => match (permit, pending.take()) {
-                (Some(permit), Some(msg)) => { permit.send(msg); }
-                _ => break CloseReason::Shutdown,
-            },
-            read = transport.read_packet(), if pending.is_none() => match read {
+            read = transport.read_packet(), if queue.len() < room => match read {
                 Ok(Some(p)) => {
                     last_seen = Instant::now();
                     match conn.on_packet(p, &mut transport).await {
                         Next::Continue => {}
-                        Next::Dispatch(m) => pending = Some(m),
+                        Next::Dispatch(m) if current.is_none() => current = Some(dispatch(&shared, &frontend, &session, m)),
+                        Next::Dispatch(m) => queue.push_back(m),
                         Next::Close(reason) => break reason,
                     }
                 }
@@ -132,37 +157,95 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transpo
     session.mark_closed();
     transport.close(Duration::from_millis(200)).await;
     drop(transport);
-    // The dispatcher finishes the queued messages, runs on-session-close, then forgets the
-    // session. A handshaken session that never sent a message gets one just for its close.
-    if conn.inbound.is_none() && conn.done.is_none() && conn.phase == Phase::Working {
-        conn.start_dispatcher();
+    // The messages already received are still handled, in order; then the guest hears of the
+    // close (on-session-close runs after the session's last message); then the session is
+    // forgotten.
+    let handshaken = conn.phase == Phase::Working;
+    let tracker = shared.tracker.clone();
+    tracker.spawn(async move {
+        if let Some(f) = current {
+            f.await;
+        }
+        for m in queue {
+            router::dispatch(&shared, &frontend, &session, m).await;
+        }
+        if handshaken {
+            if let Some(server) = shared.types.get(&*frontend) {
+                let key = router::affinity_key(&server.affinity, &session);
+                let handle: Arc<dyn kiwano_runtime::SessionHandle> = session.clone();
+                if let Err(e) = server.pool.session_closed(key, handle).await {
+                    tracing::warn!(session = session.id(), server_type = %frontend, "on-session-close failed: {e}");
+                }
+            }
+        }
+        shared.sessions.remove(session.id());
+    });
+}
+
+/// Shutdown: stop reading, handle what is queued (its responses are still written), return.
+async fn drain(
+    shared: &Arc<Shared>,
+    frontend: &Arc<str>,
+    session: &Arc<Session>,
+    transport: &mut Transport,
+    current: &mut Option<Dispatch>,
+    queue: &mut VecDeque<Message>,
+    timeout: Duration,
+) {
+    let mut batch = Vec::new();
+    while current.is_some() {
+        tokio::select! {
+            biased;
+            () = session.out.wait() => {
+                batch.clear();
+                if session.out.drain(&mut batch, WRITE_BATCH) {
+                    session.out.ready_again();
+                }
+                if !batch.is_empty() && write(transport, &batch, timeout).await.is_err() {
+                    return;
+                }
+            }
+            () = in_flight(current) => {
+                *current = queue.pop_front().map(|m| dispatch(shared, frontend, session, m));
+            }
+        }
     }
-    conn.inbound = None;
-    if conn.done.is_none() {
-        shared.sessions.remove(id);
+    batch.clear();
+    while session.out.drain(&mut batch, WRITE_BATCH) {}
+    if !batch.is_empty() {
+        let _ = write(transport, &batch, timeout).await;
     }
 }
 
-/// Waits for room in the session's FIFO. The permit owns a clone of the sender, so it borrows
-/// nothing the select's handlers need.
-async fn reserve(tx: Option<mpsc::Sender<Message>>) -> Option<mpsc::OwnedPermit<Message>> {
-    match tx {
-        Some(tx) => tx.reserve_owned().await.ok(),
-        None => None,
-    }
+/// The session's FIFO, borrowed while the connection task is busy writing.
+struct Fifo<'a> {
+    shared: &'a Arc<Shared>,
+    frontend: &'a Arc<str>,
+    session: &'a Arc<Session>,
+    current: &'a mut Option<Dispatch>,
+    queue: &'a mut VecDeque<Message>,
 }
 
-/// Writes like [`write`], but gives up as soon as a close is requested (`Err(None)`): a client
-/// that stopped reading must not hold its connection open until the write deadline.
-async fn write_or_close(
+/// Writes like [`write`] while the session's messages keep being handled (so a client that
+/// stops reading fills its outgoing queue and is disconnected), and gives up as soon as a close
+/// is requested (`Err(None)`): such a client must not hold its connection open until the write
+/// deadline.
+async fn write_while_dispatching(
     transport: &mut Transport,
     packets: &[Bytes],
     timeout: Duration,
-    session: &Session,
+    fifo: Fifo<'_>,
 ) -> Result<(), Option<CloseReason>> {
-    tokio::select! {
-        r = write(transport, packets, timeout) => r.map_err(Some),
-        _ = session.signal.wait() => Err(None),
+    let write = write(transport, packets, timeout);
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            r = &mut write => return r.map_err(Some),
+            _ = fifo.session.signal.wait() => return Err(None),
+            () = in_flight(fifo.current) => {
+                *fifo.current = fifo.queue.pop_front().map(|m| dispatch(fifo.shared, fifo.frontend, fifo.session, m));
+            }
+        }
     }
 }
 
@@ -176,13 +259,8 @@ async fn write(transport: &mut Transport, packets: &[Bytes], timeout: Duration) 
 
 struct Connection {
     shared: Arc<Shared>,
-    frontend: Arc<str>,
     session: Arc<Session>,
     phase: Phase,
-    /// The session's FIFO, once the handshake is acknowledged.
-    inbound: Option<mpsc::Sender<Message>>,
-    /// Fires when the dispatcher has handled everything and the session's close.
-    done: Option<oneshot::Receiver<()>>,
 }
 
 impl Connection {
@@ -193,7 +271,6 @@ impl Connection {
                 if self.phase != Phase::Handshaken {
                     return Next::Close(CloseReason::Protocol("handshake ack without a handshake".into()));
                 }
-                // The dispatcher starts with the first message: an idle session costs no task.
                 self.phase = Phase::Working;
                 Next::Continue
             }
@@ -235,67 +312,12 @@ impl Connection {
             Ok(m) => m,
             Err(e) => return Next::Close(CloseReason::Protocol(e.to_string())),
         };
-        if self.inbound.is_none() {
-            self.start_dispatcher();
-        }
         match msg.kind {
             MessageType::Request if msg.id == 0 => {
                 Next::Close(CloseReason::Protocol(format!("request with id 0 on route {:?}", msg.route)))
             }
             MessageType::Request | MessageType::Notify => Next::Dispatch(msg),
             other => Next::Close(CloseReason::Protocol(format!("client sent a {other:?} message"))),
-        }
-    }
-
-    fn start_dispatcher(&mut self) {
-        let (tx, mut rx) = mpsc::channel::<Message>(self.shared.session.inbound_queue);
-        let (done_tx, done_rx) = oneshot::channel();
-        self.inbound = Some(tx);
-        self.done = Some(done_rx);
-        let shared = self.shared.clone();
-        let frontend = self.frontend.clone();
-        let session = self.session.clone();
-        self.shared.tracker.spawn(async move {
-            while let Some(msg) = rx.recv().await {
-                router::dispatch(&shared, &frontend, &session, msg).await;
-            }
-            if let Some(server) = shared.types.get(&*frontend) {
-                let key = router::affinity_key(&server.affinity, &session);
-                let handle: Arc<dyn kiwano_runtime::SessionHandle> = session.clone();
-                if let Err(e) = server.pool.session_closed(key, handle).await {
-                    tracing::warn!(session = session.id(), server_type = %frontend, "on-session-close failed: {e}");
-                }
-            }
-            shared.sessions.remove(session.id());
-            let _ = done_tx.send(());
-        });
-    }
-
-    /// Shutdown: stop reading, let the dispatcher finish what is queued (its responses are
-    /// still written), then return.
-    async fn drain(&mut self, transport: &mut Transport, timeout: Duration) {
-        self.inbound = None;
-        let Some(mut done) = self.done.take() else { return };
-        let mut batch = Vec::new();
-        loop {
-            tokio::select! {
-                biased;
-                () = self.session.out.wait() => {
-                    batch.clear();
-                    if self.session.out.drain(&mut batch, WRITE_BATCH) {
-                        self.session.out.ready_again();
-                    }
-                    if !batch.is_empty() && write(transport, &batch, timeout).await.is_err() {
-                        return;
-                    }
-                }
-                _ = &mut done => break,
-            }
-        }
-        batch.clear();
-        while self.session.out.drain(&mut batch, WRITE_BATCH) {}
-        if !batch.is_empty() {
-            let _ = write(transport, &batch, timeout).await;
         }
     }
 }
