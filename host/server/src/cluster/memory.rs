@@ -67,12 +67,10 @@ impl Rpc for MemoryRpc {
         let id = id.to_owned();
         Box::pin(async move {
             let Some(handler) = handler else { return Err(RpcError::Unreachable(id)) };
-            // The handler runs as its own task, as it would on the remote server: a caller that
-            // gives up does not cancel it.
-            let task = tokio::spawn(handler.request(request));
-            match tokio::time::timeout(timeout, task).await {
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(_)) => Err(RpcError::Unreachable(id)),
+            // Polled by the caller: no task per call. A caller that gives up stops waiting; the
+            // guest call it started still runs to its end on its instance's thread.
+            match tokio::time::timeout(timeout, handler.request(request)).await {
+                Ok(response) => Ok(response),
                 Err(_) => Err(RpcError::Timeout),
             }
         })
