@@ -127,6 +127,19 @@ pub fn body(size: usize) -> Vec<u8> {
     format!("{{\"d\":\"{}\"}}", "x".repeat(pad)).into_bytes()
 }
 
+/// One connection, handshaken; bounded so that a server that stops accepting cannot hang the
+/// run.
+async fn connect_one(addr: &str, t: Transport) -> Option<Client> {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        let mut c = Client::connect(addr, t, None).await.ok()?;
+        c.handshake(&serde_json::json!({"sys": {"platform": "kiwano-load"}})).await.ok()?;
+        Some(c)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 async fn connect_all(args: &LoadArgs, t: Transport, n: usize) -> (Vec<Client>, f64, u64) {
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let start = Instant::now();
@@ -136,15 +149,7 @@ async fn connect_all(args: &LoadArgs, t: Transport, n: usize) -> (Vec<Client>, f
         let addr = args.addr.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.ok()?;
-            // Bounded: a server that stops accepting must not hang the run.
-            tokio::time::timeout(Duration::from_secs(15), async {
-                let mut c = Client::connect(&addr, t, None).await.ok()?;
-                c.handshake(&serde_json::json!({"sys": {"platform": "kiwano-load"}})).await.ok()?;
-                Some(c)
-            })
-            .await
-            .ok()
-            .flatten()
+            connect_one(&addr, t).await
         }));
     }
     let mut clients = Vec::with_capacity(n);
@@ -341,15 +346,7 @@ async fn idle(args: &LoadArgs, t: Transport) -> anyhow::Result<LoadResult> {
             };
             let connected = async {
                 let _permit = gate.acquire_owned().await.ok()?;
-                // Bounded: a server that stops accepting must not hang the run.
-                tokio::time::timeout(Duration::from_secs(15), async {
-                    let mut c = Client::connect(&addr, t, None).await.ok()?;
-                    c.handshake(&serde_json::json!({"sys": {"platform": "kiwano-load"}})).await.ok()?;
-                    Some(c)
-                })
-                .await
-                .ok()
-                .flatten()
+                connect_one(&addr, t).await
             }
             .await;
             settle();
