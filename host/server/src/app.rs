@@ -318,6 +318,10 @@ impl Server {
             self.shared.cluster.discovery.deregister(&t.id);
         }
         self.shared.shutdown.cancel();
+        // Connections stop reading, finish their queued messages and close.
+        for session in self.shared.sessions.all() {
+            session.close(crate::session::CloseReason::Shutdown);
+        }
         self.accept_loops.close();
         self.accept_loops.wait().await;
         self.shared.tracker.close();

@@ -1,17 +1,21 @@
 //! One client connection: handshake, heartbeats, reading packets into the session's FIFO,
 //! writing its outgoing queue, kick and close.
 //!
-//! A single task owns the transport and selects between a close request (kick first: it
-//! bypasses the queue), the outgoing queue (batched into one write), the message in progress,
-//! the heartbeat tick, the handshake deadline and the next packet. The session's messages are
-//! handled one at a time, in order, by futures this task polls itself (the guest call runs on
-//! its instance's thread); when the session's FIFO is full the task stops reading, so a client
-//! that pipelines faster than it is served is slowed down, not dropped.
+//! A single task owns the transport and drives everything by hand-written polling, in this
+//! order: the close request (kick first: it bypasses the queue), the message in progress, the
+//! outgoing queue (batched into one write), the heartbeat tick, the handshake deadline and the
+//! next packet. The session's messages are handled one at a time, in order, by futures this
+//! task polls itself (the guest call runs on its instance's thread), so a response is written
+//! by the same task that read its request, usually in the same wake-up. When the session's FIFO
+//! is full the task stops reading, so a client that pipelines faster than it is served is
+//! slowed down, not dropped; while a write is blocked, messages keep being handled, so a client
+//! that stops reading fills its outgoing queue and is disconnected.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,15 +24,18 @@ use kiwano_protocol::message;
 use kiwano_protocol::packet::{self, Packet, PacketType};
 use kiwano_protocol::{Message, MessageType};
 
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use crate::app::Shared;
 use crate::router;
 use crate::session::{CloseReason, Session};
 use crate::transport::{ReadError, Transport};
 
-/// Largest number of queued packets written in one batch.
+/// Largest number of queued packets moved into one write.
 const WRITE_BATCH: usize = 64;
+
+/// Rounds of work one wake-up may do before yielding to other connections.
+const ROUNDS_PER_WAKE: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -56,111 +63,62 @@ fn dispatch(shared: &Arc<Shared>, frontend: &Arc<str>, session: &Arc<Session>, m
     Box::pin(async move { router::dispatch(&shared, &frontend, &session, msg).await })
 }
 
-/// Polls the message in progress, if any.
-async fn in_flight(current: &mut Option<Dispatch>) {
-    match current {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Serves one connection to its end. `deadline` is the handshake deadline, counted from accept.
-pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transport, remote: std::net::SocketAddr, deadline: Instant) {
+pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, transport: Transport, remote: std::net::SocketAddr, deadline: Instant) {
     let session = shared.sessions.create(remote, shared.session.outgoing_queue, shared.wire.clone());
+    // A connection accepted while shutdown began: its session may have missed the close.
+    if shared.shutdown.is_cancelled() {
+        session.close(CloseReason::Shutdown);
+    }
     let id = session.id();
     tracing::debug!(session = id, %remote, server_type = %frontend, "connected");
-    let mut conn = Connection { shared: shared.clone(), session: session.clone(), phase: Phase::Start };
     let heartbeat = shared.heartbeat;
     let mut tick = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_seen = Instant::now();
-    // The session's FIFO: the message being handled, and those waiting behind it. When the
-    // queue is full the task stops reading, which slows the client down.
-    let mut current: Option<Dispatch> = None;
-    let mut queue: VecDeque<Message> = VecDeque::new();
-    let room = shared.session.inbound_queue;
-    let mut batch: Vec<Bytes> = Vec::new();
-    // A write cut short by a close request leaves a partial packet on the wire: nothing more
-    // can be written after it.
-    let mut torn = false;
-    let write_timeout = shared.session.write_timeout;
-    let shutdown = shared.shutdown.clone();
-
-    let reason = loop {
-        tokio::select! {
-            biased;
-            reason = session.signal.wait() => {
-                if reason == CloseReason::Kicked && !torn {
-                    // Kick bypasses the queue; the connection closes even if this write fails.
-                    let kick = packet::to_bytes(PacketType::Kick, &[]).unwrap_or_default();
-                    let _ = tokio::time::timeout(write_timeout, transport.write(&[kick])).await;
-                }
-                if reason == CloseReason::Shutdown {
-                    drain(&shared, &frontend, &session, &mut transport, &mut current, &mut queue, write_timeout).await;
-                }
-                break reason;
-            }
-            () = shutdown.cancelled() => session.signal.close(CloseReason::Shutdown),
-            () = session.out.wait() => {
-                batch.clear();
-                if session.out.drain(&mut batch, WRITE_BATCH) {
-                    // More than a batch is queued: come back for the rest.
-                    session.out.ready_again();
-                }
-                if batch.is_empty() {
-                    continue;
-                }
-                let fifo = Fifo { shared: &shared, frontend: &frontend, session: &session, current: &mut current, queue: &mut queue };
-                match write_while_dispatching(&mut transport, &batch, write_timeout, fifo).await {
-                    Ok(()) => {}
-                    Err(None) => torn = true,
-                    Err(Some(e)) => break e,
-                }
-            }
-            () = in_flight(&mut current) => {
-                current = queue.pop_front().map(|m| dispatch(&shared, &frontend, &session, m));
-            }
-            _ = tick.tick() => {
-                if last_seen.elapsed() > heartbeat * 2 {
-                    break CloseReason::HeartbeatTimeout;
-                }
-                let hb = packet::to_bytes(PacketType::Heartbeat, &[]).unwrap_or_default();
-                if let Err(e) = write(&mut transport, &[hb], write_timeout).await {
-                    break e;
-                }
-            }
-            () = tokio::time::sleep_until(deadline), if conn.phase != Phase::Working => {
-                break CloseReason::HandshakeTimeout;
-            }
-            read = transport.read_packet(), if queue.len() < room => match read {
-                Ok(Some(p)) => {
-                    last_seen = Instant::now();
-                    match conn.on_packet(p, &mut transport).await {
-                        Next::Continue => {}
-                        Next::Dispatch(m) if current.is_none() => current = Some(dispatch(&shared, &frontend, &session, m)),
-                        Next::Dispatch(m) => queue.push_back(m),
-                        Next::Close(reason) => break reason,
-                    }
-                }
-                Ok(None) => break CloseReason::ClientClosed,
-                Err(ReadError::Protocol(e)) => break CloseReason::Protocol(e.to_string()),
-                Err(ReadError::Io(e)) => break CloseReason::ReadError(e),
-            },
-        }
+    let mut conn = Connection {
+        shared: shared.clone(),
+        frontend: frontend.clone(),
+        session: session.clone(),
+        transport,
+        phase: Phase::Start,
+        current: None,
+        queue: VecDeque::new(),
+        tick,
+        last_seen: Instant::now(),
+        handshake_deadline: Some(Box::pin(tokio::time::sleep_until(deadline))),
+        write_deadline: None,
+        draining: false,
     };
+    let reason = std::future::poll_fn(|cx| conn.poll(cx)).await;
+    let write_timeout = shared.session.write_timeout;
+    match &reason {
+        // Kick bypasses the queue; the connection closes even if this write fails. After part
+        // of a packet is on the wire nothing else can be written.
+        CloseReason::Kicked if !conn.transport.torn() => {
+            conn.transport.discard_queued();
+            let kick = packet::to_bytes(PacketType::Kick, &[]).unwrap_or_default();
+            let _ = tokio::time::timeout(write_timeout, conn.transport.write(&[kick])).await;
+        }
+        // The handshake's error response is queued: send it before closing.
+        CloseReason::HandshakeFailed(_) => {
+            let _ = tokio::time::timeout(write_timeout, conn.transport.write(&[])).await;
+        }
+        _ => {}
+    }
     match &reason {
         CloseReason::ClientClosed | CloseReason::Shutdown => tracing::debug!(session = id, %remote, "closed: {reason}"),
         CloseReason::Kicked => tracing::info!(session = id, %remote, "closed: {reason}"),
         _ => tracing::warn!(session = id, %remote, "closed: {reason}"),
     }
-    session.signal.close(reason);
+    session.close(reason);
     session.mark_closed();
+    let Connection { mut transport, current, queue, phase, .. } = conn;
     transport.close(Duration::from_millis(200)).await;
     drop(transport);
     // The messages already received are still handled, in order; then the guest hears of the
     // close (on-session-close runs after the session's last message); then the session is
     // forgotten.
-    let handshaken = conn.phase == Phase::Working;
+    let handshaken = phase == Phase::Working;
     let tracker = shared.tracker.clone();
     tracker.spawn(async move {
         if let Some(f) = current {
@@ -182,96 +140,131 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, mut transport: Transpo
     });
 }
 
-/// Shutdown: stop reading, handle what is queued (its responses are still written), return.
-async fn drain(
-    shared: &Arc<Shared>,
-    frontend: &Arc<str>,
-    session: &Arc<Session>,
-    transport: &mut Transport,
-    current: &mut Option<Dispatch>,
-    queue: &mut VecDeque<Message>,
-    timeout: Duration,
-) {
-    let mut batch = Vec::new();
-    while current.is_some() {
-        tokio::select! {
-            biased;
-            () = session.out.wait() => {
-                batch.clear();
-                if session.out.drain(&mut batch, WRITE_BATCH) {
-                    session.out.ready_again();
-                }
-                if !batch.is_empty() && write(transport, &batch, timeout).await.is_err() {
-                    return;
-                }
-            }
-            () = in_flight(current) => {
-                *current = queue.pop_front().map(|m| dispatch(shared, frontend, session, m));
-            }
-        }
-    }
-    batch.clear();
-    while session.out.drain(&mut batch, WRITE_BATCH) {}
-    if !batch.is_empty() {
-        let _ = write(transport, &batch, timeout).await;
-    }
-}
-
-/// The session's FIFO, borrowed while the connection task is busy writing.
-struct Fifo<'a> {
-    shared: &'a Arc<Shared>,
-    frontend: &'a Arc<str>,
-    session: &'a Arc<Session>,
-    current: &'a mut Option<Dispatch>,
-    queue: &'a mut VecDeque<Message>,
-}
-
-/// Writes like [`write`] while the session's messages keep being handled (so a client that
-/// stops reading fills its outgoing queue and is disconnected), and gives up as soon as a close
-/// is requested (`Err(None)`): such a client must not hold its connection open until the write
-/// deadline.
-async fn write_while_dispatching(
-    transport: &mut Transport,
-    packets: &[Bytes],
-    timeout: Duration,
-    fifo: Fifo<'_>,
-) -> Result<(), Option<CloseReason>> {
-    let write = write(transport, packets, timeout);
-    tokio::pin!(write);
-    loop {
-        tokio::select! {
-            r = &mut write => return r.map_err(Some),
-            _ = fifo.session.signal.wait() => return Err(None),
-            () = in_flight(fifo.current) => {
-                *fifo.current = fifo.queue.pop_front().map(|m| dispatch(fifo.shared, fifo.frontend, fifo.session, m));
-            }
-        }
-    }
-}
-
-async fn write(transport: &mut Transport, packets: &[Bytes], timeout: Duration) -> Result<(), CloseReason> {
-    match tokio::time::timeout(timeout, transport.write(packets)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(CloseReason::WriteError(e)),
-        Err(_) => Err(CloseReason::WriteError(format!("write did not complete within {timeout:?}"))),
-    }
-}
-
 struct Connection {
     shared: Arc<Shared>,
+    frontend: Arc<str>,
     session: Arc<Session>,
+    transport: Transport,
     phase: Phase,
+    /// The session's FIFO: the message being handled, and those waiting behind it.
+    current: Option<Dispatch>,
+    queue: VecDeque<Message>,
+    tick: Interval,
+    last_seen: Instant,
+    /// Until the handshake ack.
+    handshake_deadline: Option<Pin<Box<Sleep>>>,
+    /// Armed while a write waits for the socket.
+    write_deadline: Option<Pin<Box<Sleep>>>,
+    /// Shutting down: no more reading; what is queued is handled and written.
+    draining: bool,
 }
 
 impl Connection {
-    async fn on_packet(&mut self, p: Packet, transport: &mut Transport) -> Next {
+    /// Does every piece of work that is ready; returns the reason to close, or sleeps until
+    /// the socket, a timer, the message in progress or the session's bell wakes it.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        self.session.bell.awake();
+        let mut rounds = 0;
+        loop {
+            let mut progress = false;
+            if let Some(reason) = self.session.signal.reason() {
+                if reason != CloseReason::Shutdown {
+                    return Poll::Ready(reason);
+                }
+                self.draining = true;
+            }
+            if let Some(f) = self.current.as_mut() {
+                if f.as_mut().poll(cx).is_ready() {
+                    self.current = self.queue.pop_front().map(|m| dispatch(&self.shared, &self.frontend, &self.session, m));
+                    progress = true;
+                }
+            }
+            if !self.transport.has_queued() {
+                let transport = &mut self.transport;
+                progress |= self.session.out.drain(|p| transport.queue(p), WRITE_BATCH) > 0;
+            }
+            if self.transport.has_queued() {
+                match self.transport.poll_write_queued(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.write_deadline = None;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::WriteError(e)),
+                    Poll::Pending => {
+                        let timeout = self.shared.session.write_timeout;
+                        let deadline = self.write_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                        if deadline.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(CloseReason::WriteError(format!("write did not complete within {timeout:?}")));
+                        }
+                    }
+                }
+            }
+            if self.draining {
+                if self.current.is_none() && !self.transport.has_queued() && self.session.out.is_empty() {
+                    return Poll::Ready(CloseReason::Shutdown);
+                }
+            } else {
+                if self.tick.poll_tick(cx).is_ready() {
+                    if self.last_seen.elapsed() > self.shared.heartbeat * 2 {
+                        return Poll::Ready(CloseReason::HeartbeatTimeout);
+                    }
+                    self.transport.queue(packet::to_bytes(PacketType::Heartbeat, &[]).unwrap_or_default());
+                    progress = true;
+                }
+                if let Some(deadline) = self.handshake_deadline.as_mut() {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(CloseReason::HandshakeTimeout);
+                    }
+                }
+                if self.queue.len() < self.shared.session.inbound_queue {
+                    match self.transport.poll_read_packet(cx) {
+                        Poll::Ready(Ok(Some(p))) => {
+                            self.last_seen = Instant::now();
+                            progress = true;
+                            match self.on_packet(p) {
+                                Next::Continue => {}
+                                Next::Dispatch(m) if self.current.is_none() => {
+                                    self.current = Some(dispatch(&self.shared, &self.frontend, &self.session, m));
+                                }
+                                Next::Dispatch(m) => self.queue.push_back(m),
+                                Next::Close(reason) => return Poll::Ready(reason),
+                            }
+                        }
+                        Poll::Ready(Ok(None)) => return Poll::Ready(CloseReason::ClientClosed),
+                        Poll::Ready(Err(ReadError::Protocol(e))) => return Poll::Ready(CloseReason::Protocol(e.to_string())),
+                        Poll::Ready(Err(ReadError::Io(e))) => return Poll::Ready(CloseReason::ReadError(e)),
+                        Poll::Pending => {}
+                    }
+                }
+            }
+            if !progress {
+                // Going to sleep: anything queued or asked for from now on rings the bell; what
+                // came just before is seen by one more round.
+                self.session.bell.sleep(cx.waker());
+                let wanted = self.session.signal.reason().is_some_and(|r| r != CloseReason::Shutdown || !self.draining)
+                    || (!self.transport.has_queued() && !self.session.out.is_empty());
+                if !wanted {
+                    return Poll::Pending;
+                }
+                self.session.bell.awake();
+            }
+            rounds += 1;
+            if rounds == ROUNDS_PER_WAKE {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn on_packet(&mut self, p: Packet) -> Next {
         match p.kind {
-            PacketType::Handshake => self.on_handshake(&p.body, transport).await,
+            PacketType::Handshake => self.on_handshake(&p.body),
             PacketType::HandshakeAck => {
                 if self.phase != Phase::Handshaken {
                     return Next::Close(CloseReason::Protocol("handshake ack without a handshake".into()));
                 }
                 self.phase = Phase::Working;
+                self.handshake_deadline = None;
                 Next::Continue
             }
             PacketType::Heartbeat => Next::Continue,
@@ -280,25 +273,20 @@ impl Connection {
         }
     }
 
-    async fn on_handshake(&mut self, body: &[u8], transport: &mut Transport) -> Next {
+    fn on_handshake(&mut self, body: &[u8]) -> Next {
         if self.phase != Phase::Start {
             return Next::Close(CloseReason::Protocol("second handshake".into()));
         }
-        // The response is written directly, ahead of anything queued.
-        let timeout = self.shared.session.write_timeout;
+        // Nothing but heartbeats can be queued before it: the response goes out first.
         match HandshakeData::parse(body) {
             Ok(h) => {
                 self.session.set_handshake(h.to_json());
-                let resp = packet::to_bytes(PacketType::Handshake, self.shared.handshake.ok()).unwrap_or_default();
-                if let Err(e) = write(transport, &[resp], timeout).await {
-                    return Next::Close(e);
-                }
+                self.transport.queue(packet::to_bytes(PacketType::Handshake, self.shared.handshake.ok()).unwrap_or_default());
                 self.phase = Phase::Handshaken;
                 Next::Continue
             }
             Err(e) => {
-                let resp = packet::to_bytes(PacketType::Handshake, self.shared.handshake.failed()).unwrap_or_default();
-                let _ = write(transport, &[resp], timeout).await;
+                self.transport.queue(packet::to_bytes(PacketType::Handshake, self.shared.handshake.failed()).unwrap_or_default());
                 Next::Close(CloseReason::HandshakeFailed(e.to_string()))
             }
         }

@@ -56,14 +56,24 @@ pub struct Route<'a> {
 /// # Errors
 /// `PIT-400` for any other shape.
 pub fn parse_route<'a>(route: &'a str, frontend: &'a str) -> Result<Route<'a>, PitayaError> {
-    let parts: Vec<&str> = route.split('.').collect();
-    if parts.iter().any(|p| p.trim().is_empty()) && (2..=3).contains(&parts.len()) {
+    // Runs for every message: no allocation.
+    let parts = route.split('.').count();
+    if !(2..=3).contains(&parts) {
+        return Err(PitayaError::new(codes::BAD_REQUEST, format!("invalid route: {route}")));
+    }
+    if route.split('.').any(|p| p.trim().is_empty()) {
         return Err(PitayaError::new(codes::BAD_REQUEST, format!("route field can not be empty: {route}")));
     }
-    match parts.len() {
-        2 => Ok(Route { server_type: frontend, handler: route }),
-        3 => Ok(Route { server_type: parts[0], handler: &route[parts[0].len() + 1..] }),
-        _ => Err(PitayaError::new(codes::BAD_REQUEST, format!("invalid route: {route}"))),
+    match route.split_once('.') {
+        Some((server_type, handler)) if parts == 3 => Ok(Route { server_type, handler }),
+        _ => Ok(Route { server_type: frontend, handler: route }),
+    }
+}
+
+impl Route<'_> {
+    /// `type.service.method`.
+    fn full(&self) -> String {
+        format!("{}.{}", self.server_type, self.handler)
     }
 }
 
@@ -117,12 +127,11 @@ async fn call(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Mes
     let Some(server) = shared.types.get(route.server_type) else {
         return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
     };
-    let full = format!("{}.{}", route.server_type, route.handler);
     let Some(kind) = server.pool.description().handlers.get(route.handler) else {
-        return Err(PitayaError::new(codes::NOT_FOUND, format!("pitaya/handler: {full} not found")));
+        return Err(PitayaError::new(codes::NOT_FOUND, format!("pitaya/handler: {} not found", route.full())));
     };
     if msg.kind == MessageType::Request && *kind == HandlerKind::Notify {
-        return Err(PitayaError::new(codes::BAD_REQUEST, format!("tried to request a notify route: {full}")));
+        return Err(PitayaError::new(codes::BAD_REQUEST, format!("tried to request a notify route: {}", route.full())));
     }
     let key = affinity_key(&server.affinity, session);
     let handle: Arc<dyn kiwano_runtime::SessionHandle> = session.clone();
@@ -134,6 +143,7 @@ async fn call(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Mes
             Err(PitayaError { code, msg: e.msg, metadata: e.metadata.into_iter().collect() })
         }
         Err(e) => {
+            let full = route.full();
             tracing::warn!(server_type = %server.name, route = %full, session = session.id(), "guest call failed: {e}");
             Err(internal(&full))
         }
@@ -148,7 +158,7 @@ fn pick<'a>(servers: &'a [ServerInfo], key: u64) -> Option<&'a ServerInfo> {
 
 /// Forwards a client message to a server of another type (a Sys RPC) and returns its answer.
 async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Message, route: &Route<'_>) -> Result<Bytes, PitayaError> {
-    let full = format!("{}.{}", route.server_type, route.handler);
+    let full = route.full();
     let servers = shared.cluster.discovery.servers_of(route.server_type);
     let pinned = session.pinned(route.server_type).and_then(|id| servers.iter().find(|s| s.id == id));
     let frontend_id = shared.types.get(frontend).map(|t| t.id.clone()).unwrap_or_default();

@@ -17,7 +17,9 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 
-use tokio::sync::Notify;
+use std::task::Waker;
+
+use futures_util::task::AtomicWaker;
 
 use crate::wire::Wire;
 
@@ -63,37 +65,63 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+/// Wakes a connection's task when something is queued for it or its close is asked for, but
+/// only while the task sleeps: a packet queued while the task is running (a response to the
+/// message it is handling) costs no wake-up.
+#[derive(Debug)]
+pub(crate) struct Bell {
+    waker: AtomicWaker,
+    asleep: AtomicBool,
+}
+
+impl Default for Bell {
+    fn default() -> Self {
+        Self { waker: AtomicWaker::new(), asleep: AtomicBool::new(true) }
+    }
+}
+
+impl Bell {
+    fn ring(&self) {
+        if self.asleep.load(Ordering::SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    /// The connection task is running: it looks at its queue and close request before it sleeps.
+    pub(crate) fn awake(&self) {
+        self.asleep.store(false, Ordering::SeqCst);
+    }
+
+    /// The connection task is about to sleep with `waker`; it must look at its queue and close
+    /// request once more afterwards (anything set before this call may not have rung).
+    pub(crate) fn sleep(&self, waker: &Waker) {
+        self.waker.register(waker);
+        self.asleep.store(true, Ordering::SeqCst);
+    }
+}
+
 /// The close request of a connection, set by anyone holding the session and acted on by the
 /// connection task (kick bypasses the outgoing queue).
 #[derive(Debug, Default)]
 pub struct CloseSignal {
     reason: Mutex<Option<CloseReason>>,
-    notify: Notify,
+    requested: AtomicBool,
 }
 
 impl CloseSignal {
-    /// Asks the connection to close; the first reason wins.
-    pub fn close(&self, reason: CloseReason) {
-        let mut r = self.reason.lock();
-        if r.is_none() {
-            *r = Some(reason);
-            self.notify.notify_one();
-        }
-    }
-
-    /// Waits until a close is asked for.
-    pub async fn wait(&self) -> CloseReason {
-        loop {
-            if let Some(r) = self.reason.lock().clone() {
-                return r;
-            }
-            self.notify.notified().await;
-        }
-    }
-
     /// The reason, if a close was asked for.
     pub fn reason(&self) -> Option<CloseReason> {
-        self.reason.lock().clone()
+        if self.requested.load(Ordering::Acquire) { self.reason.lock().clone() } else { None }
+    }
+
+    fn request(&self, reason: CloseReason) -> bool {
+        let mut r = self.reason.lock();
+        if r.is_some() {
+            return false;
+        }
+        *r = Some(reason);
+        self.requested.store(true, Ordering::Release);
+        true
     }
 }
 
@@ -101,13 +129,12 @@ impl CloseSignal {
 /// empty and unused, so an idle connection costs little.
 pub(crate) struct OutQueue {
     queue: Mutex<VecDeque<Bytes>>,
-    ready: Notify,
     cap: usize,
 }
 
 impl OutQueue {
     fn new(cap: usize) -> Self {
-        Self { queue: Mutex::new(VecDeque::new()), ready: Notify::new(), cap }
+        Self { queue: Mutex::new(VecDeque::new()), cap }
     }
 
     /// Queues a packet; false when the queue is full.
@@ -117,30 +144,23 @@ impl OutQueue {
             return false;
         }
         q.push_back(p);
-        drop(q);
-        self.ready.notify_one();
         true
     }
 
-    /// Waits until something may be queued.
-    pub(crate) async fn wait(&self) {
-        self.ready.notified().await;
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.lock().is_empty()
     }
 
-    /// Makes the next [`OutQueue::wait`] return at once.
-    pub(crate) fn ready_again(&self) {
-        self.ready.notify_one();
-    }
-
-    /// Moves up to `max` queued packets into `into`; true if more remain.
-    pub(crate) fn drain(&self, into: &mut Vec<Bytes>, max: usize) -> bool {
+    /// Moves up to `max` queued packets into `into`; returns how many.
+    pub(crate) fn drain(&self, mut into: impl FnMut(Bytes), max: usize) -> usize {
         let mut q = self.queue.lock();
         let n = q.len().min(max);
-        into.extend(q.drain(..n));
+        q.drain(..n).for_each(&mut into);
         if q.is_empty() && q.capacity() > 16 {
             *q = VecDeque::new();
         }
-        !q.is_empty()
+        n
     }
 }
 
@@ -161,6 +181,8 @@ pub struct Session {
     pub(crate) out: OutQueue,
     /// Close and kick requests.
     pub signal: CloseSignal,
+    /// Wakes the connection task.
+    pub(crate) bell: Bell,
     closed: AtomicBool,
     wire: Arc<Wire>,
     pool: Arc<SessionPool>,
@@ -202,9 +224,10 @@ impl Session {
             return Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed"));
         }
         if self.out.push(packet) {
+            self.bell.ring();
             Ok(())
         } else {
-            self.signal.close(CloseReason::SlowClient);
+            self.close(CloseReason::SlowClient);
             Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed: its outgoing queue is full"))
         }
     }
@@ -240,6 +263,13 @@ impl Session {
     /// How this session's messages are encoded.
     pub fn wire(&self) -> &Wire {
         &self.wire
+    }
+
+    /// Asks the connection to close; the first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        if self.signal.request(reason) {
+            self.bell.ring();
+        }
     }
 
     /// Whether the connection is gone.
@@ -292,7 +322,7 @@ impl SessionHandle for Session {
         if self.is_closed() {
             return Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed"));
         }
-        self.signal.close(CloseReason::Kicked);
+        self.close(CloseReason::Kicked);
         Ok(())
     }
 
@@ -358,6 +388,7 @@ impl SessionPool {
             state: Mutex::new(State { pins: HashMap::new(), uid: None, data, handshake: "{}".into() }),
             out: OutQueue::new(outgoing),
             signal: CloseSignal::default(),
+            bell: Bell::default(),
             closed: AtomicBool::new(false),
             wire,
             pool: self.clone(),
@@ -420,7 +451,7 @@ impl SessionPool {
             tracing::info!(uid, old = old.id, new = id, "uid bound by a new session: kicking the old one");
             // The kick packet is written ahead of the queue; the connection closes whether or
             // not that write succeeds.
-            old.signal.close(CloseReason::Kicked);
+            old.close(CloseReason::Kicked);
         }
         Ok(())
     }

@@ -2,13 +2,17 @@
 //! whose every message is one packet. Reads are cancel-safe, so the connection task can
 //! select between reading, writing and timers.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use kiwano_protocol::packet::{self, Packet, PacketDecoder};
 use kiwano_protocol::ProtocolError;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::io::poll_read_buf;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -38,8 +42,10 @@ pub enum Transport {
         buf: BytesMut,
         /// The packet decoder.
         decoder: PacketDecoder,
-        /// Scratch space to batch writes.
-        scratch: Vec<u8>,
+        /// Framed packets queued for writing, in one buffer so a batch is one `send`.
+        out: Vec<u8>,
+        /// How much of `out` is already written.
+        written: usize,
     },
     /// WebSocket (or WSS): one packet per binary message.
     Ws {
@@ -47,6 +53,10 @@ pub enum Transport {
         ws: Box<WebSocketStream<Box<dyn Stream>>>,
         /// Largest packet body accepted.
         max_body: usize,
+        /// Packets queued for writing, one message each.
+        out: VecDeque<Bytes>,
+        /// Messages handed to the socket and not yet flushed.
+        unflushed: bool,
     },
 }
 
@@ -56,7 +66,7 @@ const IDLE_BUF: usize = 16 << 10;
 impl Transport {
     /// A packet stream over `io`.
     pub fn stream(io: Box<dyn Stream>, max_body: usize) -> Self {
-        Self::Stream { io, buf: BytesMut::new(), decoder: PacketDecoder::new(max_body), scratch: Vec::new() }
+        Self::Stream { io, buf: BytesMut::new(), decoder: PacketDecoder::new(max_body), out: Vec::new(), written: 0 }
     }
 
     /// Completes a WebSocket upgrade on `io` (any path is accepted, no subprotocol).
@@ -67,7 +77,7 @@ impl Transport {
         let ws = tokio_tungstenite::accept_async_with_config(io, Some(ws_config(max_body)))
             .await
             .map_err(|e| format!("websocket upgrade failed: {e}"))?;
-        Ok(Self::Ws { ws: Box::new(ws), max_body })
+        Ok(Self::Ws { ws: Box::new(ws), max_body, out: VecDeque::new(), unflushed: false })
     }
 
     /// Reads the next packet; `None` at a clean close. Cancel-safe.
@@ -75,37 +85,44 @@ impl Transport {
     /// # Errors
     /// A protocol violation or a socket failure.
     pub async fn read_packet(&mut self) -> Result<Option<Packet>, ReadError> {
+        std::future::poll_fn(|cx| self.poll_read_packet(cx)).await
+    }
+
+    /// Polls for the next packet; `None` at a clean close.
+    ///
+    /// # Errors
+    /// A protocol violation or a socket failure.
+    pub fn poll_read_packet(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Packet>, ReadError>> {
         match self {
             Self::Stream { io, buf, decoder, .. } => loop {
                 if let Some(p) = decoder.decode(buf)? {
                     if buf.is_empty() && buf.capacity() > IDLE_BUF {
                         *buf = BytesMut::new();
                     }
-                    return Ok(Some(p));
+                    return Poll::Ready(Ok(Some(p)));
                 }
                 if buf.capacity() - buf.len() < 512 {
                     buf.reserve(4096);
                 }
-                let n = io.read_buf(buf).await.map_err(|e| ReadError::Io(e.to_string()))?;
+                let n = ready!(poll_read_buf(Pin::new(&mut **io), cx, buf)).map_err(|e| ReadError::Io(e.to_string()))?;
                 if n == 0 {
-                    return if buf.is_empty() {
+                    return Poll::Ready(if buf.is_empty() {
                         Ok(None)
                     } else {
                         Err(ReadError::Io(format!("connection closed inside a packet ({} bytes pending)", buf.len())))
-                    };
+                    });
                 }
             },
-            Self::Ws { ws, max_body } => loop {
-                match ws.next().await {
-                    None | Some(Ok(WsMessage::Close(_))) => return Ok(None),
-                    Some(Err(e)) => return Err(ReadError::Io(e.to_string())),
+            Self::Ws { ws, max_body, .. } => loop {
+                let frame = match ready!(ws.poll_next_unpin(cx)) {
+                    None | Some(Ok(WsMessage::Close(_))) => return Poll::Ready(Ok(None)),
+                    Some(Err(e)) => return Poll::Ready(Err(ReadError::Io(e.to_string()))),
                     // Pitaya does not check the frame type: text frames carry packets too.
-                    Some(Ok(WsMessage::Binary(b))) => return Ok(Some(packet::decode_frame(b, *max_body)?)),
-                    Some(Ok(WsMessage::Text(t))) => {
-                        return Ok(Some(packet::decode_frame(Bytes::from(t.as_bytes().to_vec()), *max_body)?));
-                    }
-                    Some(Ok(_)) => {}
-                }
+                    Some(Ok(WsMessage::Binary(b))) => b,
+                    Some(Ok(WsMessage::Text(t))) => Bytes::from(t.as_bytes().to_vec()),
+                    Some(Ok(_)) => continue,
+                };
+                return Poll::Ready(Ok(Some(packet::decode_frame(frame, *max_body)?)));
             },
         }
     }
@@ -125,34 +142,90 @@ impl Transport {
         }
     }
 
-    /// Writes packets (each already framed) and flushes.
+    /// Queues a framed packet; [`Transport::poll_write_queued`] writes it.
+    pub fn queue(&mut self, packet: Bytes) {
+        match self {
+            Self::Stream { out, .. } => out.extend_from_slice(&packet),
+            Self::Ws { out, .. } => out.push_back(packet),
+        }
+    }
+
+    /// Whether queued packets are not written and flushed yet.
+    pub fn has_queued(&self) -> bool {
+        match self {
+            Self::Stream { out, .. } => !out.is_empty(),
+            Self::Ws { out, unflushed, .. } => !out.is_empty() || *unflushed,
+        }
+    }
+
+    /// Whether part of a packet may be on the wire: nothing else can be written after it.
+    pub fn torn(&self) -> bool {
+        match self {
+            Self::Stream { written, .. } => *written > 0,
+            Self::Ws { unflushed, .. } => *unflushed,
+        }
+    }
+
+    /// Drops the queued packets none of which is on the wire yet.
+    pub fn discard_queued(&mut self) {
+        match self {
+            Self::Stream { out, written: 0, .. } => out.clear(),
+            Self::Stream { .. } => {}
+            Self::Ws { out, .. } => out.clear(),
+        }
+    }
+
+    /// Writes and flushes the queued packets.
+    ///
+    /// # Errors
+    /// A socket failure.
+    pub fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+        match self {
+            Self::Stream { io, out, written, .. } => {
+                while *written < out.len() {
+                    match ready!(Pin::new(&mut **io).poll_write(cx, &out[*written..])) {
+                        Ok(0) => return Poll::Ready(Err("the socket accepts no more bytes".into())),
+                        Ok(n) => *written += n,
+                        Err(e) => return Poll::Ready(Err(e.to_string())),
+                    }
+                }
+                ready!(Pin::new(&mut **io).poll_flush(cx)).map_err(|e| e.to_string())?;
+                out.clear();
+                *written = 0;
+                if out.capacity() > IDLE_BUF {
+                    *out = Vec::new();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Self::Ws { ws, out, unflushed, .. } => {
+                while !out.is_empty() {
+                    ready!(ws.poll_ready_unpin(cx)).map_err(|e| e.to_string())?;
+                    if let Some(p) = out.pop_front() {
+                        ws.start_send_unpin(WsMessage::Binary(p)).map_err(|e| e.to_string())?;
+                        *unflushed = true;
+                    }
+                }
+                if *unflushed {
+                    ready!(ws.poll_flush_unpin(cx)).map_err(|e| e.to_string())?;
+                    *unflushed = false;
+                }
+                if out.capacity() > 16 {
+                    *out = VecDeque::new();
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    /// Writes packets (each already framed) after anything queued, and flushes.
     ///
     /// # Errors
     /// A socket failure.
     pub async fn write(&mut self, packets: &[Bytes]) -> Result<(), String> {
-        match self {
-            Self::Stream { io, scratch, .. } => {
-                if let [one] = packets {
-                    io.write_all(one).await.map_err(|e| e.to_string())?;
-                } else {
-                    scratch.clear();
-                    for p in packets {
-                        scratch.extend_from_slice(p);
-                    }
-                    io.write_all(scratch).await.map_err(|e| e.to_string())?;
-                    if scratch.capacity() > IDLE_BUF {
-                        *scratch = Vec::new();
-                    }
-                }
-                io.flush().await.map_err(|e| e.to_string())
-            }
-            Self::Ws { ws, .. } => {
-                for p in packets {
-                    ws.feed(WsMessage::Binary(p.clone())).await.map_err(|e| e.to_string())?;
-                }
-                ws.flush().await.map_err(|e| e.to_string())
-            }
+        for p in packets {
+            self.queue(p.clone());
         }
+        std::future::poll_fn(|cx| self.poll_write_queued(cx)).await
     }
 
     /// Closes the transport politely, within `timeout`.
