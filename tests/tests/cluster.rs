@@ -40,7 +40,7 @@ fn pe(code: &str, msg: &str, meta: &[(&str, &str)]) -> PitayaError {
     e
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_join_binds_pushes_and_broadcasts() {
     let server = start_example("cluster").await;
     let mut alice = client(&server).await;
@@ -75,7 +75,7 @@ async fn forwarded_join_binds_pushes_and_broadcasts() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_session_changes_reach_the_frontend() {
     let server = start_example("cluster").await;
     let mut c = client(&server).await;
@@ -95,7 +95,7 @@ async fn backend_session_changes_reach_the_frontend() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_rpc_both_ways_with_errors_and_timeouts() {
     let server = start_example("cluster").await;
     let mut c = client(&server).await;
@@ -136,7 +136,7 @@ struct Spy {
 }
 
 impl RpcHandler for Spy {
-    fn request(&self, request: Bytes) -> BoxFuture<Bytes> {
+    fn request(&self, request: Bytes, _timeout: Duration) -> BoxFuture<Bytes> {
         self.requests.lock().push(request);
         Box::pin(async { messages::ok(&b"\"spied\""[..]) })
     }
@@ -152,7 +152,7 @@ fn spy(server: &Server, server_type: &str, id: &str) -> Arc<Spy> {
     spy
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_is_an_encoded_protos_request() {
     let server = start_example("cluster").await;
     let spy = spy(&server, "spy", "spy-1");
@@ -192,7 +192,7 @@ async fn a_forward_is_an_encoded_protos_request() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_affinity_and_pinning() {
     let server = start_example("cluster").await;
     // Two sessions per room land on one instance of the room type.
@@ -219,7 +219,7 @@ async fn room_affinity_and_pinning() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rpc_cycle_is_stopped_by_the_hop_count() {
     let s = TestServer::with(TestConfig { testbed: "instances = 1\nremote_instances = 8".into(), ..Default::default() }).await;
     let id = s.server.server_id("testbed").unwrap().to_owned();

@@ -1,5 +1,7 @@
-//! The runtime model over real sockets: per-session order, affinity, guest CPU off the I/O
-//! threads, instances rebuilt after traps, and long-lived instances.
+//! The runtime model over real sockets: per-session order, affinity, a slow guest never holding
+//! up other connections, instances rebuilt after traps, and long-lived instances. The server
+//! runs on a multi-thread runtime, as under `kiwano run`: calls run on the I/O threads when
+//! their instance is free, and a call outliving a tick hands its thread's connections over.
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,7 @@ async fn on_two_instances(s: &TestServer, t: Transport) -> (Client, Client) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_pipelined_requests_come_back_in_order() {
     let _cpu = CPU.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 3".into(), ..Default::default() }).await;
@@ -49,7 +51,7 @@ async fn a_thousand_pipelined_requests_come_back_in_order() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_instance_does_not_delay_sessions_on_another() {
     let _cpu = CPU.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 2".into(), ..Default::default() }).await;
@@ -64,7 +66,7 @@ async fn a_busy_instance_does_not_delay_sessions_on_another() {
     assert_eq!(&a.response(busy).await.unwrap().data[..], b"1500000");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_guest_fails_alone_while_others_are_served_and_heartbeats_flow() {
     let _cpu = CPU.lock().await;
     let s = TestServer::with(TestConfig {
@@ -117,7 +119,55 @@ async fn a_runaway_guest_fails_alone_while_others_are_served_and_heartbeats_flow
     assert!(s.server.pool("testbed").unwrap().stats().rebuilds.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }
 
-#[tokio::test]
+/// With `call_timeout` under the heartbeat interval, calls run on the I/O threads: one that
+/// spins hands its thread over after a tick, so other sessions are still answered at once; it
+/// then fails alone, its session stays connected, and its instance is rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_guest_on_an_io_thread_hands_the_thread_over() {
+    let _cpu = CPU.lock().await;
+    let s = TestServer::with(TestConfig { testbed: "instances = 2\ncall_timeout = \"1500ms\"".into(), ..Default::default() }).await;
+    let stats = || s.server.pool("testbed").unwrap().stats();
+    let (mut a, mut b) = on_two_instances(&s, Transport::Tcp).await;
+    let inline_before = stats().inline.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(inline_before > 0, "calls did not run on the I/O threads");
+    let looping = a.send_request("test.loop", b"").await.unwrap();
+    let start = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut answered = 0;
+    while start.elapsed() < Duration::from_millis(1200) {
+        let t = Instant::now();
+        assert_eq!(&b.request("test.echo", b"x").await.unwrap().data[..], b"x");
+        worst = worst.max(t.elapsed());
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(worst < Duration::from_millis(100), "slowest answer while a guest loops: {worst:?}");
+    assert!(answered >= 20, "{answered} answers while a guest looped");
+    let r = a.response(looping).await.unwrap();
+    assert_eq!(error_of(&r), PitayaError::new("PIT-500", "internal error handling testbed.test.loop"));
+    assert!(start.elapsed() >= Duration::from_millis(1400));
+    assert_eq!(&a.request("test.echo", b"after").await.unwrap().data[..], b"after");
+    assert!(stats().rebuilds.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(stats().inline.load(std::sync::atomic::Ordering::Relaxed) > inline_before + 20);
+}
+
+/// A guest writing to stdout and stderr from an I/O thread (wasmtime-wasi's blocking stream
+/// functions would otherwise panic there): the lines are logged, tagged with the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_prints_from_an_io_thread() {
+    let s = TestServer::with(TestConfig { testbed: "call_timeout = \"1s\"".into(), ..Default::default() }).await;
+    let mut c = s.client(Transport::Tcp).await;
+    let inline = || s.server.pool("testbed").unwrap().stats().inline.load(std::sync::atomic::Ordering::Relaxed);
+    let before = inline();
+    c.request("test.log", b"inline-marker-7").await.unwrap();
+    assert_eq!(inline(), before + 1, "the call did not run on the I/O thread");
+    let logs = logs();
+    assert!(logs.lines().any(|l| l.contains("[stdout] stdout says inline-marker-7") && l.contains("route=\"test.log\"")));
+    assert!(logs.lines().any(|l| l.contains("[stderr] stderr says inline-marker-7")));
+    assert_eq!(&c.request("test.echo", b"still here").await.unwrap().data[..], b"still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_after_a_memory_bomb_succeeds_on_a_fresh_instance() {
     let s = TestServer::with(TestConfig { testbed: "instances = 1\nmemory_limit = 16777216".into(), ..Default::default() }).await;
     let mut c = s.client(Transport::Tcp).await;
@@ -131,7 +181,7 @@ async fn the_call_after_a_memory_bomb_succeeds_on_a_fresh_instance() {
     assert!(logs().contains("guest ran out of memory (limit 16777216 bytes)"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_instance_serves_more_than_100_000_calls() {
     let _cpu = CPU.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 1".into(), ..Default::default() }).await;

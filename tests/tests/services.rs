@@ -32,7 +32,7 @@ fn g(op: &str, name: &str) -> Value {
     json!({"op": op, "name": name})
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_lifecycle_and_every_error() {
     let s = TestServer::start().await;
     let mut c = s.client(Transport::Ws).await;
@@ -63,7 +63,7 @@ async fn group_lifecycle_and_every_error() {
     assert_eq!(err_json(&mut c, "test.group", bc).await, e("PIT-404", "group not found"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_ttl_expires_unless_renewed() {
     let _timing = TIMING.lock().await;
     let s = TestServer::with(TestConfig { extra: "[groups]\nsweep_interval = \"50ms\"".into(), ..Default::default() }).await;
@@ -80,7 +80,7 @@ async fn group_ttl_expires_unless_renewed() {
     assert_eq!(ok_json(&mut c, "test.group", g("count", "forever")).await, json!(0));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_reaches_members_promptly_past_a_stalled_one() {
     let _timing = TIMING.lock().await;
     let s = TestServer::with(TestConfig {
@@ -131,7 +131,7 @@ async fn broadcast_reaches_members_promptly_past_a_stalled_one() {
     assert!(got.len() < rounds);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_and_kick_by_uid() {
     let s = TestServer::start().await;
     let mut u1 = bound(&s, "u1").await;
@@ -149,7 +149,7 @@ async fn push_and_kick_by_uid() {
     assert_eq!(&u1.request("test.uid", b"").await.unwrap().data[..], b"u1");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_fire_in_order_on_their_instance_and_cancelled_ones_never() {
     let _timing = TIMING.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 1".into(), ..Default::default() }).await;
@@ -188,7 +188,7 @@ async fn timers_fire_in_order_on_their_instance_and_cancelled_ones_never() {
     assert!(quiet.is_err(), "a cancelled timer fired: {quiet:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_and_remotes() {
     let s = Arc::new(TestServer::start().await);
     let id = s.server.server_id("testbed").unwrap().to_owned();
@@ -228,7 +228,7 @@ async fn rpc_and_remotes() {
     assert_eq!(&c.request("test.echo", b"still here").await.unwrap().data[..], b"still here");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_wait_does_not_count_against_the_call_deadline() {
     let _timing = TIMING.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 1\ncall_timeout = \"300ms\"".into(), ..Default::default() }).await;

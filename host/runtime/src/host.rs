@@ -219,6 +219,8 @@ pub(crate) struct HostState {
     /// Epoch ticks to grant the running call on top of its deadline: time it spent blocked in
     /// the host (RPC) does not count against its CPU budget.
     pub deadline_extension: u64,
+    /// The slicing of a call running on an I/O thread.
+    pub inline: crate::pool::Inline,
 }
 
 impl WasiView for HostState {
@@ -249,6 +251,7 @@ impl HostState {
             caller,
             timers,
             deadline_extension: 0,
+            inline: crate::pool::Inline::default(),
             hops: 0,
         }
     }

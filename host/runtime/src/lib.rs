@@ -18,10 +18,13 @@ mod cache;
 mod component;
 mod engine;
 mod host;
+mod io;
 mod pool;
 mod timers;
+mod wasi_io;
 
 pub use component::Component;
+pub use io::blocking;
 pub use engine::{Runtime, RuntimeConfig, RuntimeError, RuntimeStats};
 pub use pool::PoolStats;
 pub use host::{Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};

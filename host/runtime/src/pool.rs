@@ -1,18 +1,31 @@
-//! A server type's pool of warm instances, each on a thread of its own.
+//! A server type's pool of warm instances, each with a thread of its own.
 //!
 //! A call goes to the instance its affinity key picks; each instance runs its calls one at a
 //! time, in arrival order. Ordering of one session's messages is the server's business (one
 //! message of a session in flight at a time); the pool guarantees that a busy or spinning
-//! instance delays only the calls queued on it, and never an I/O thread.
+//! instance delays only the calls queued on it, and never the other connections.
+//!
+//! An instance's work waits in its mailbox and is run by whoever holds the instance: a client
+//! call finding its instance idle runs at once on the I/O thread that asked, and then runs
+//! what was queued for the instance meanwhile (a few messages at most); a call finding the
+//! instance busy queues itself, to be run by the holder when it is done. This saves the two
+//! thread hops per call of handing every call to the instance's thread, which only runs what
+//! nobody on an I/O thread picks up: timers, and work posted from outside the runtime or left
+//! over by a holder's budget.
+//!
+//! A call on an I/O thread runs in slices: if it is still running after a whole epoch tick,
+//! the I/O thread hands its other connections to a fresh thread (`tokio::task::block_in_place`)
+//! and finishes the call as a blocking thread, so a slow or spinning guest holds up other
+//! connections for one tick at most.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
@@ -20,6 +33,7 @@ use wasmtime::{Store, Trap};
 use crate::bindings::{Server, types};
 use crate::component::Component;
 use crate::engine::{EPOCH_TICK, Runtime, RuntimeError};
+use crate::io::{hand_off_io_thread, on_multi_thread_runtime};
 use crate::host::{CallToken, Caller, GuestError, HostServices, HostState, LogTag, SessionHandle};
 use crate::timers::{TimerHandle, Timers};
 
@@ -34,6 +48,9 @@ pub struct PoolConfig {
     pub instances: usize,
     /// Deadline of one call.
     pub call_timeout: Duration,
+    /// Whether calls may run on the I/O thread that makes them (see the module documentation):
+    /// the caller waits, unable to do anything else, until the call ends.
+    pub inline_calls: bool,
     /// Memory cap of one instance, in bytes.
     pub memory_limit: usize,
     /// Largest response a handler may return, in bytes.
@@ -156,14 +173,100 @@ pub struct PoolStats {
     pub calls: AtomicU64,
     /// Instances created after the first ones (after traps and deadlines).
     pub rebuilds: AtomicU64,
+    /// Calls and timers run on an I/O thread rather than on the instance's own thread.
+    pub inline: AtomicU64,
+}
+
+/// The messages waiting for an instance, in arrival order.
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    queue: Mutex<VecDeque<Msg>>,
+    /// Wakes the instance's thread.
+    wake: Condvar,
+    /// The instance is shut down: nothing more is accepted.
+    closed: AtomicBool,
+}
+
+impl Mailbox {
+    /// Queues `msg` for the instance's thread; false (and `msg` dropped) once shut down.
+    pub(crate) fn post(&self, msg: Msg) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.queue.lock().push_back(msg);
+        self.wake.notify_one();
+        true
+    }
+
+    fn push(&self, msg: Msg) {
+        self.queue.lock().push_back(msg);
+    }
+
+    fn pop(&self) -> Option<Msg> {
+        self.queue.lock().pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.lock().is_empty()
+    }
+}
+
+/// One instance and its mailbox.
+struct Instance {
+    mailbox: Arc<Mailbox>,
+    worker: Arc<Mutex<Worker>>,
+}
+
+impl Instance {
+    /// Called after letting go of the instance: a message queued meanwhile was left to the
+    /// holder. It runs in a task of its own, after the caller's task yields, so a response the
+    /// caller is about to queue goes out before any push the queued work makes.
+    fn released(self: &Arc<Self>) {
+        if !self.mailbox.is_empty() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Some(worker) = this.worker.try_lock() {
+                    this.run_queued(worker);
+                }
+            });
+        }
+    }
+
+    /// Runs what is queued while holding the instance (`worker`), up to a budget; what is left
+    /// goes to the instance's thread. After letting go, looks again, as [`Instance::released`].
+    fn run_queued<'a>(&'a self, mut worker: MutexGuard<'a, Worker>) {
+        let mut budget = RUN_QUEUED_BUDGET;
+        loop {
+            while budget > 0 {
+                let Some(msg) = self.mailbox.pop() else { break };
+                worker.handle(msg, true);
+                budget -= 1;
+            }
+            drop(worker);
+            if self.mailbox.is_empty() {
+                return;
+            }
+            if budget == 0 {
+                self.mailbox.wake.notify_one();
+                return;
+            }
+            // Whoever holds the instance now runs the queue when done.
+            match self.worker.try_lock() {
+                Some(w) => worker = w,
+                None => return,
+            }
+        }
+    }
 }
 
 /// A server type's instances.
 pub struct ServerPool {
     server_type: String,
-    workers: Vec<mpsc::Sender<Msg>>,
+    workers: Vec<Arc<Instance>>,
     next: AtomicUsize,
     description: Description,
+    call_timeout: Duration,
+    inline_calls: bool,
     stats: Arc<PoolStats>,
     timers: Arc<Timers>,
 }
@@ -195,8 +298,8 @@ impl ServerPool {
         let mut workers = Vec::new();
         let mut description = None;
         for i in 0..config.instances.max(1) {
-            let (tx, rx) = mpsc::channel();
-            let timer = TimerHandle { timers: timers.clone(), tx: tx.clone(), rt: rt.clone() };
+            let mailbox = Arc::new(Mailbox::default());
+            let timer = TimerHandle { timers: timers.clone(), mailbox: mailbox.clone(), rt: rt.clone() };
             let env = InstanceEnv { services: services.clone(), caller: caller.clone(), timers: timer };
             let mut worker = Worker::new(runtime, component, config.clone(), i as u32, stats.clone(), env);
             let slot = worker.instantiate().map_err(fail)?;
@@ -204,17 +307,21 @@ impl ServerPool {
             if description.is_none() {
                 description = Some(worker.describe().map_err(fail)?);
             }
+            let worker = Arc::new(Mutex::new(worker));
+            let (w, m) = (worker.clone(), mailbox.clone());
             std::thread::Builder::new()
                 .name(format!("wasm-{}-{i}", config.server_type))
-                .spawn(move || worker.run(rx))
+                .spawn(move || Worker::run(&w, &m))
                 .map_err(|e| fail(format!("cannot start an instance thread: {e}")))?;
-            workers.push(tx);
+            workers.push(Arc::new(Instance { mailbox, worker }));
         }
         Ok(Arc::new(Self {
             server_type: config.server_type.clone(),
             workers,
             next: AtomicUsize::new(0),
             description: description.unwrap_or_default(),
+            call_timeout: config.call_timeout,
+            inline_calls: config.inline_calls,
             stats,
             timers,
         }))
@@ -235,7 +342,7 @@ impl ServerPool {
         &self.stats
     }
 
-    fn pick(&self, key: Option<u64>) -> &mpsc::Sender<Msg> {
+    fn pick(&self, key: Option<u64>) -> &Arc<Instance> {
         let n = self.workers.len() as u64;
         let i = match key {
             Some(k) => (k % n) as usize,
@@ -244,10 +351,36 @@ impl ServerPool {
         &self.workers[i]
     }
 
-    async fn submit(&self, key: Option<u64>, work: Work) -> CallResult {
-        let (reply, rx) = oneshot::channel();
-        // A send fails only after shutdown; the dropped reply then reads as Unavailable.
-        let _ = self.pick(key).send(Msg::Job(Job { work, reply: Reply::Async(reply) }));
+    /// Whether a call that its caller gives up after `timeout` may run on the caller's thread:
+    /// only if it ends (or traps) by then, since such a call cannot be given up.
+    fn inline_within(&self, timeout: Duration) -> bool {
+        self.inline_calls && self.call_timeout <= timeout
+    }
+
+    /// Queues `work` for the instance, runs the queue at once if `inline` allows it, the
+    /// instance is free and this is an I/O thread, and waits for the result.
+    async fn submit_to(instance: &Arc<Instance>, work: Work, inline: bool) -> CallResult {
+        let (reply, mut rx) = oneshot::channel();
+        let msg = Msg::Job(Job { work, reply: Reply::Async(reply) });
+        if inline && on_multi_thread_runtime() {
+            instance.mailbox.push(msg);
+            if let Some(mut worker) = instance.worker.try_lock() {
+                // Runs the queue up to this job (the ones ahead of it come first anyway).
+                while let Some(msg) = instance.mailbox.pop() {
+                    worker.handle(msg, true);
+                    if let Ok(result) = rx.try_recv() {
+                        drop(worker);
+                        instance.released();
+                        return result;
+                    }
+                }
+                drop(worker);
+                instance.released();
+            }
+        } else {
+            // After shutdown the message is dropped, and its reply reads as Unavailable.
+            instance.mailbox.post(msg);
+        }
         rx.await.unwrap_or_else(|_| Err(CallError::Unavailable("server type is shut down".into())))
     }
 
@@ -256,7 +389,33 @@ impl ServerPool {
     /// # Errors
     /// See [`CallError`].
     pub async fn call(&self, key: Option<u64>, call: Call) -> Result<Vec<u8>, CallError> {
-        self.submit(key, Work::Handle { route: call.route, body: call.body, session: call.session }).await
+        self.call_inner(key, call, self.inline_calls).await
+    }
+
+    /// Like [`ServerPool::call`], for a caller that gives up after `timeout` (an RPC).
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub async fn call_within(&self, key: Option<u64>, call: Call, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        self.call_inner(key, call, self.inline_within(timeout)).await
+    }
+
+    async fn call_inner(&self, key: Option<u64>, call: Call, inline: bool) -> Result<Vec<u8>, CallError> {
+        let instance = self.pick(key);
+        let work = Work::Handle { route: call.route, body: call.body, session: call.session };
+        if inline && on_multi_thread_runtime() && instance.mailbox.is_empty() {
+            if let Some(mut worker) = instance.worker.try_lock() {
+                // Looked at again while holding the instance: nothing queued is overtaken.
+                if instance.mailbox.is_empty() && !worker.stopped {
+                    let result = worker.execute(work, true);
+                    self.stats.calls.fetch_add(1, Ordering::Relaxed);
+                    drop(worker);
+                    instance.released();
+                    return result;
+                }
+            }
+        }
+        Self::submit_to(instance, work, inline).await
     }
 
     /// Tells the instance picked by `key` that `session` closed.
@@ -264,16 +423,17 @@ impl ServerPool {
     /// # Errors
     /// See [`CallError`].
     pub async fn session_closed(&self, key: Option<u64>, session: Arc<dyn SessionHandle>) -> Result<(), CallError> {
-        self.submit(key, Work::SessionClosed(session)).await.map(drop)
+        Self::submit_to(self.pick(key), Work::SessionClosed(session), self.inline_calls).await.map(drop)
     }
 
     /// Runs the remote `route` (`service.method`) on any instance; `hops` counts the RPCs that
-    /// led to this call.
+    /// led to this call, and its caller gives up after `timeout`.
     ///
     /// # Errors
     /// See [`CallError`].
-    pub async fn remote(&self, route: &str, body: Bytes, hops: u64) -> Result<Vec<u8>, CallError> {
-        self.submit(None, Work::Remote { route: route.to_owned(), body, hops }).await
+    pub async fn remote(&self, route: &str, body: Bytes, hops: u64, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        let work = Work::Remote { route: route.to_owned(), body, hops };
+        Self::submit_to(self.pick(None), work, self.inline_within(timeout)).await
     }
 
     /// Lets every instance finish the calls queued on it, calls the guests' `shutdown` and
@@ -283,7 +443,7 @@ impl ServerPool {
         let mut waits = Vec::new();
         for w in &self.workers {
             let (tx, rx) = oneshot::channel();
-            if w.send(Msg::Shutdown(tx)).is_ok() {
+            if w.mailbox.post(Msg::Shutdown(tx)) {
                 waits.push(rx);
             }
         }
@@ -316,6 +476,8 @@ struct Worker {
     slot: Option<Slot>,
     stats: Arc<PoolStats>,
     deadline_ticks: u64,
+    /// The guest's `shutdown` ran: no more calls.
+    stopped: bool,
 }
 
 impl Worker {
@@ -339,6 +501,7 @@ impl Worker {
             slot: None,
             stats,
             deadline_ticks,
+            stopped: false,
         }
     }
 
@@ -361,9 +524,24 @@ impl Worker {
         );
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        // At the deadline: grant the time the call spent blocked in the host (RPC), else trap.
         store.epoch_deadline_callback(|mut ctx| {
-            let extra = std::mem::take(&mut ctx.data_mut().deadline_extension);
+            let data = ctx.data_mut();
+            // A call running on an I/O thread past its first tick: let that thread's other
+            // connections move to another thread, then go on.
+            if data.inline.handoffs > 0 {
+                data.inline.handoffs -= 1;
+                hand_off_io_thread();
+                if data.inline.ticks_left > 1 {
+                    data.inline.ticks_left -= 1;
+                    return Ok(wasmtime::UpdateDeadline::Continue(1));
+                }
+            }
+            let rest = std::mem::take(&mut data.inline.ticks_left);
+            if rest > 0 {
+                return Ok(wasmtime::UpdateDeadline::Continue(rest));
+            }
+            // At the deadline: grant the time the call spent blocked in the host (RPC), else trap.
+            let extra = std::mem::take(&mut data.deadline_extension);
             if extra > 0 {
                 Ok(wasmtime::UpdateDeadline::Continue(extra))
             } else {
@@ -411,17 +589,47 @@ impl Worker {
         Ok(Description { handlers, remotes, affinity })
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        while let Some(msg) = next_message(&rx) {
+    /// The instance's thread: runs what is posted to the mailbox and nobody else picks up.
+    fn run(worker: &Mutex<Self>, mailbox: &Mailbox) {
+        loop {
+            {
+                let mut queue = mailbox.queue.lock();
+                while queue.is_empty() {
+                    mailbox.wake.wait(&mut queue);
+                }
+            }
+            let mut this = worker.lock();
+            while let Some(msg) = mailbox.pop() {
+                this.handle(msg, false);
+            }
+            if this.stopped {
+                mailbox.closed.store(true, Ordering::Release);
+                // Anything that raced in is answered as Unavailable (its reply is dropped).
+                mailbox.queue.lock().clear();
+                return;
+            }
+        }
+    }
+
+    /// Runs one message; `inline` when on an I/O thread.
+    fn handle(&mut self, msg: Msg, inline: bool) {
+        if self.stopped {
+            // Dropping the message drops its reply: the caller reads Unavailable.
+            if let Msg::Shutdown(done) = msg {
+                let _ = done.send(());
+            }
+            return;
+        }
+        {
             match msg {
                 Msg::Job(job) => {
-                    let result = self.execute(job.work);
+                    let result = self.execute(job.work, inline);
                     self.stats.calls.fetch_add(1, Ordering::Relaxed);
                     job.reply.send(result);
                 }
                 Msg::Timer { id, payload } => {
                     if self.env.timers.fire(id) {
-                        if let Err(e) = self.execute_timer(id, &payload) {
+                        if let Err(e) = self.execute_timer(id, &payload, inline) {
                             tracing::warn!(server_type = %self.config.server_type, instance = self.index, timer = id, "on-timer failed: {e}");
                         }
                     }
@@ -434,8 +642,8 @@ impl Worker {
                             tracing::warn!(server_type = %self.config.server_type, instance = self.index, "guest shutdown trapped: {e:#}");
                         }
                     }
+                    self.stopped = true;
                     let _ = done.send(());
-                    return;
                 }
             }
         }
@@ -454,7 +662,8 @@ impl Worker {
         Ok(())
     }
 
-    fn execute(&mut self, work: Work) -> CallResult {
+    /// Runs one call; `inline` when on an I/O thread (see the module documentation).
+    fn execute(&mut self, work: Work, inline: bool) -> CallResult {
         self.ensure()?;
         let (route, session) = match &work {
             Work::Handle { route, session, .. } => (route.as_str(), Some(session)),
@@ -469,16 +678,20 @@ impl Worker {
         data.limits.hit = false;
         data.deadline_extension = 0;
         data.hops = hops;
+        data.inline = if inline { Inline::slices(self.deadline_ticks) } else { Inline::default() };
+        if inline {
+            self.stats.inline.fetch_add(1, Ordering::Relaxed);
+        }
         let token = data.table.push(CallToken).map_err(|e| CallError::Unavailable(e.to_string()))?;
         // Lower a *borrow* of the entry: passing the own handle would leak one handle per call.
         let borrow = || Resource::<CallToken>::new_borrow(token.rep());
-        slot.store.set_epoch_deadline(self.deadline_ticks);
+        slot.store.set_epoch_deadline(if inline { FIRST_SLICE } else { self.deadline_ticks });
         let guest = slot.bindings.kiwano_server_guest();
-        let result = match &work {
+        let result = guarded(|| match &work {
             Work::Handle { route, body, .. } => guest.call_handle(&mut slot.store, borrow(), route, body),
             Work::SessionClosed(_) => guest.call_on_session_close(&mut slot.store, borrow()).map(|()| Ok(Vec::new())),
             Work::Remote { route, body, .. } => guest.call_remote(&mut slot.store, route, body),
-        };
+        });
         let data = slot.store.data_mut();
         let _ = data.table.delete(token);
         data.call = None;
@@ -492,15 +705,19 @@ impl Worker {
         }
     }
 
-    fn execute_timer(&mut self, id: u64, payload: &[u8]) -> Result<(), CallError> {
+    fn execute_timer(&mut self, id: u64, payload: &[u8], inline: bool) -> Result<(), CallError> {
         self.ensure()?;
         self.set_tag("on-timer", 0);
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();
         data.limits.hit = false;
         data.deadline_extension = 0;
-        slot.store.set_epoch_deadline(self.deadline_ticks);
-        let r = slot.bindings.kiwano_server_guest().call_on_timer(&mut slot.store, id, payload);
+        data.inline = if inline { Inline::slices(self.deadline_ticks) } else { Inline::default() };
+        if inline {
+            self.stats.inline.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.store.set_epoch_deadline(if inline { FIRST_SLICE } else { self.deadline_ticks });
+        let r = guarded(|| slot.bindings.kiwano_server_guest().call_on_timer(&mut slot.store, id, payload));
         r.map_err(|e| self.trapped(e))
     }
 
@@ -518,20 +735,46 @@ impl Worker {
     }
 }
 
-/// Spins before parking: under load the next call arrives within microseconds, and parking
-/// and waking an instance thread (futex, context switch) costs more than the call itself.
-const SPINS_BEFORE_PARK: u32 = 64;
+/// The first slice of an inline call, in epoch ticks: the deadline falls on the second tick
+/// boundary from the start, so the call has run for at least one whole tick when it is reached.
+const FIRST_SLICE: u64 = 2;
 
-fn next_message(rx: &mpsc::Receiver<Msg>) -> Option<Msg> {
-    for _ in 0..SPINS_BEFORE_PARK {
-        match rx.try_recv() {
-            Ok(m) => return Some(m),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
-            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
-        }
-    }
-    rx.recv().ok()
+/// Runs a guest call; a panic in a host function (wasmtime resumes it in the caller) fails the
+/// call as a trap does, and the instance is discarded, instead of taking down the thread.
+fn guarded<R>(call: impl FnOnce() -> wasmtime::Result<R>) -> wasmtime::Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(wasmtime::Error::msg(format!("a host function panicked: {msg}")))
+    })
 }
+
+/// How often an inline call that outlives its first tick tries to hand its I/O thread's work
+/// over (a try fails only if no thread picked the work up while it waited).
+const HANDOFF_TRIES: u32 = 3;
+
+/// The slicing of a call running on an I/O thread.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Inline {
+    /// Hand-offs still to try.
+    pub handoffs: u32,
+    /// Ticks of the call's deadline after the current slice.
+    pub ticks_left: u64,
+}
+
+impl Inline {
+    /// A call with `deadline` ticks, run as a first slice and the rest.
+    fn slices(deadline: u64) -> Self {
+        Self { handoffs: HANDOFF_TRIES, ticks_left: deadline.saturating_sub(FIRST_SLICE) }
+    }
+}
+
+/// Messages a caller runs from the mailbox after its own call before leaving the rest to the
+/// instance's thread: bounds the work an I/O thread does for other connections.
+const RUN_QUEUED_BUDGET: usize = 16;
 
 /// Epoch ticks covering `d`, plus one for the tick in progress.
 fn ticks(d: Duration) -> u64 {

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,7 +39,7 @@ impl Timers {
 pub(crate) struct TimerHandle {
     pub timers: Arc<Timers>,
     /// The instance's own queue.
-    pub tx: mpsc::Sender<Msg>,
+    pub mailbox: Arc<crate::pool::Mailbox>,
     /// The runtime that sleeps for the timers.
     pub rt: Option<tokio::runtime::Handle>,
 }
@@ -55,7 +54,7 @@ impl TimerHandle {
         let id = self.timers.next.fetch_add(1, Ordering::Relaxed) + 1;
         // Registered before the task exists, so even an immediate tick finds it live.
         self.timers.live.lock().insert(id, Entry { abort: None, repeat });
-        let tx = self.tx.clone();
+        let mailbox = self.mailbox.clone();
         let payload = Bytes::from(payload);
         let task = rt.spawn(async move {
             if repeat {
@@ -63,13 +62,13 @@ impl TimerHandle {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    if tx.send(Msg::Timer { id, payload: payload.clone() }).is_err() {
+                    if !mailbox.post(Msg::Timer { id, payload: payload.clone() }) {
                         return;
                     }
                 }
             } else {
                 tokio::time::sleep(d).await;
-                let _ = tx.send(Msg::Timer { id, payload });
+                mailbox.post(Msg::Timer { id, payload });
             }
         });
         if let Some(e) = self.timers.live.lock().get_mut(&id) {

@@ -142,6 +142,9 @@ impl Server {
                 server_id: server_id.clone(),
                 instances: st.instances,
                 call_timeout: st.call_timeout,
+                // A connection waits while its own call runs on its thread: only where that
+                // cannot cost it a heartbeat (its client gives up after two missed ones).
+                inline_calls: st.call_timeout < config.protocol.heartbeat_interval,
                 memory_limit: st.memory_limit,
                 max_response: st.max_response,
                 config_json: serde_json::to_string(&st.config).unwrap_or_else(|_| "{}".into()),

@@ -4,6 +4,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kiwano_protocol::error::codes;
@@ -25,12 +26,12 @@ pub struct Node {
 }
 
 impl RpcHandler for Node {
-    fn request(&self, request: Bytes) -> BoxFuture<Bytes> {
+    fn request(&self, request: Bytes, timeout: Duration) -> BoxFuture<Bytes> {
         let shared = self.shared.upgrade();
         let server = self.server.clone();
         Box::pin(async move {
             match shared {
-                Some(shared) => handle(&shared, &server, &request).await.unwrap_or_else(|e| messages::err(&e)),
+                Some(shared) => handle(&shared, &server, &request, timeout).await.unwrap_or_else(|e| messages::err(&e)),
                 None => messages::err(&PitayaError::new(codes::INTERNAL, "server is shutting down")),
             }
         })
@@ -57,6 +58,11 @@ impl RpcHandler for Node {
     }
 }
 
+/// `service.method` of a route to this server type (`type.service.method`).
+fn own_route<'a>(route: &'a str, server_type: &str) -> &'a str {
+    route.strip_prefix(server_type).and_then(|r| r.strip_prefix('.')).unwrap_or(route)
+}
+
 fn internal(route: &str) -> PitayaError {
     PitayaError::new(codes::INTERNAL, format!("internal error handling {route}"))
 }
@@ -81,25 +87,32 @@ fn hash(v: impl Hash) -> u64 {
     h.finish()
 }
 
-async fn handle(shared: &Arc<Shared>, server: &Arc<ServerType>, bytes: &[u8]) -> Result<Bytes, PitayaError> {
-    let req = protos::Request::decode(bytes).map_err(|e| PitayaError::new(codes::BAD_REQUEST, format!("undecodable rpc request: {e}")))?;
+/// `timeout`: how long the caller waits.
+async fn handle(shared: &Arc<Shared>, server: &Arc<ServerType>, bytes: &[u8], timeout: Duration) -> Result<Bytes, PitayaError> {
+    let mut req = protos::Request::decode(bytes).map_err(|e| PitayaError::new(codes::BAD_REQUEST, format!("undecodable rpc request: {e}")))?;
     let meta = messages::read_metadata(&req)?;
-    let msg = req.msg.clone().ok_or_else(|| PitayaError::new(codes::BAD_REQUEST, "rpc request without a message"))?;
+    let msg = req.msg.take().ok_or_else(|| PitayaError::new(codes::BAD_REQUEST, "rpc request without a message"))?;
     let hops = meta.get(messages::HOPS).and_then(serde_json::Value::as_u64).unwrap_or(0);
     if hops >= messages::MAX_HOPS {
         return Err(PitayaError::new(codes::INTERNAL, format!("rpc hop limit ({}) reached at {}", messages::MAX_HOPS, msg.route)));
     }
     if req.r#type == protos::RpcType::Sys as i32 {
-        forwarded(shared, server, &req, msg).await
+        forwarded(shared, server, req, msg, timeout).await
     } else {
-        user(shared, server, msg, hops).await
+        user(shared, server, msg, hops, timeout).await
     }
 }
 
 /// A client message forwarded by a frontend.
-async fn forwarded(shared: &Arc<Shared>, server: &Arc<ServerType>, req: &protos::Request, msg: protos::Msg) -> Result<Bytes, PitayaError> {
+async fn forwarded(
+    shared: &Arc<Shared>,
+    server: &Arc<ServerType>,
+    mut req: protos::Request,
+    msg: protos::Msg,
+    timeout: Duration,
+) -> Result<Bytes, PitayaError> {
     let route = msg.route.as_str();
-    let handler = route.strip_prefix(&format!("{}.", server.name)).unwrap_or(route);
+    let handler = own_route(route, &server.name);
     let notify = msg.r#type == protos::MsgType::MsgNotify as i32;
     let Some(kind) = server.pool.description().handlers.get(handler) else {
         return Err(PitayaError::new(codes::NOT_FOUND, format!("pitaya/handler: {route} not found")));
@@ -107,7 +120,7 @@ async fn forwarded(shared: &Arc<Shared>, server: &Arc<ServerType>, req: &protos:
     if !notify && *kind == HandlerKind::Notify {
         return Err(PitayaError::new(codes::BAD_REQUEST, format!("tried to request a notify route: {route}")));
     }
-    let session = req.session.clone().unwrap_or_default();
+    let session = req.session.take().unwrap_or_default();
     let backend = Arc::new(BackendSession::new(
         shared.cluster.clone(),
         &session,
@@ -124,7 +137,8 @@ async fn forwarded(shared: &Arc<Shared>, server: &Arc<ServerType>, req: &protos:
         Affinity::None => None,
     };
     let handle: Arc<dyn SessionHandle> = backend.clone();
-    let result = server.pool.call(key, Call { route: handler.to_owned(), body: Bytes::from(msg.data), session: handle }).await;
+    let call = Call { route: handler.to_owned(), body: Bytes::from(msg.data), session: handle };
+    let result = server.pool.call_within(key, call, timeout).await;
     // Data changed by the handler reaches the frontend before the response does.
     backend.flush().await;
     if notify {
@@ -141,7 +155,7 @@ fn ack() -> Bytes {
 }
 
 /// A call to this server: `sys.*` session calls, or a remote.
-async fn user(shared: &Arc<Shared>, server: &Arc<ServerType>, msg: protos::Msg, hops: u64) -> Result<Bytes, PitayaError> {
+async fn user(shared: &Arc<Shared>, server: &Arc<ServerType>, msg: protos::Msg, hops: u64, timeout: Duration) -> Result<Bytes, PitayaError> {
     let bad = |what: &str, e: prost::DecodeError| PitayaError::new(codes::BAD_REQUEST, format!("{what}: {e}"));
     match msg.route.as_str() {
         "sys.bindsession" => {
@@ -167,14 +181,14 @@ async fn user(shared: &Arc<Shared>, server: &Arc<ServerType>, msg: protos::Msg, 
             Ok(messages::ok(protos::KickAnswer { kicked: true }.encode_to_vec()))
         }
         route => {
-            let remote = route.strip_prefix(&format!("{}.", server.name)).unwrap_or(route);
+            let remote = own_route(route, &server.name);
             let pool = server.remotes.as_ref().filter(|p| p.description().remotes.contains(remote));
             let Some(pool) = pool else {
                 let mut e = PitayaError::new(codes::NOT_FOUND, "route not found");
                 e.metadata.insert("route".into(), remote.to_owned());
                 return Err(e);
             };
-            pool.remote(remote, Bytes::from(msg.data), hops).await.map(messages::ok).map_err(|e| from_call(route, server, e))
+            pool.remote(remote, Bytes::from(msg.data), hops, timeout).await.map(messages::ok).map_err(|e| from_call(route, server, e))
         }
     }
 }

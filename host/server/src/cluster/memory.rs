@@ -68,8 +68,12 @@ impl Rpc for MemoryRpc {
         Box::pin(async move {
             let Some(handler) = handler else { return Err(RpcError::Unreachable(id)) };
             // Polled by the caller: no task per call. A caller that gives up stops waiting; the
-            // guest call it started still runs to its end on its instance's thread.
-            match tokio::time::timeout(timeout, handler.request(request)).await {
+            // guest call it started still runs to its end on its instance's thread. A guest
+            // call run on this thread cannot be given up: it is run so only when it must end
+            // (or trap) within `timeout`, and an answer coming later is a timeout all the same.
+            let start = tokio::time::Instant::now();
+            match tokio::time::timeout(timeout, handler.request(request, timeout)).await {
+                Ok(_) if start.elapsed() > timeout => Err(RpcError::Timeout),
                 Ok(response) => Ok(response),
                 Err(_) => Err(RpcError::Timeout),
             }

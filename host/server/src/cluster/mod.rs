@@ -65,8 +65,9 @@ pub enum RpcError {
 
 /// What a server does with what the cluster delivers to it.
 pub trait RpcHandler: Send + Sync {
-    /// Answers an encoded `protos.Request` with an encoded `protos.Response`.
-    fn request(&self, request: Bytes) -> BoxFuture<Bytes>;
+    /// Answers an encoded `protos.Request` with an encoded `protos.Response`; the caller waits
+    /// `timeout` for it.
+    fn request(&self, request: Bytes, timeout: Duration) -> BoxFuture<Bytes>;
     /// A push for a uid that may be bound here.
     fn push(&self, push: protos::Push);
     /// A kick for a uid that may be bound here.
@@ -121,7 +122,8 @@ impl Cluster {
         self.runtime.spawn(async move {
             let _ = tx.send(call.await);
         });
-        // The call enforces `timeout` itself; the margin only guards against a lost task.
-        rx.recv_timeout(timeout + Duration::from_secs(1)).unwrap_or(Err(RpcError::Timeout))
+        // The call enforces `timeout` itself; the margin only guards against a lost task. The
+        // caller may be a guest running on an I/O thread: its other connections move on.
+        kiwano_runtime::blocking(|| rx.recv_timeout(timeout + Duration::from_secs(1))).unwrap_or(Err(RpcError::Timeout))
     }
 }
