@@ -33,7 +33,7 @@ use wasmtime::{Store, Trap};
 use crate::bindings::{Server, types};
 use crate::component::Component;
 use crate::engine::{EPOCH_TICK, Runtime, RuntimeError};
-use crate::io::{hand_off_io_thread, on_multi_thread_runtime};
+use crate::io::hand_off_io_thread;
 use crate::host::{CallToken, Caller, GuestError, HostServices, HostState, LogTag, SessionHandle};
 use crate::timers::{TimerHandle, Timers};
 
@@ -166,8 +166,11 @@ pub(crate) enum Msg {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Counters of a pool, for tests and metrics.
+/// Counters of a pool (or of one of its instances: each keeps its own, updated by whoever
+/// holds the instance, so that no cache line is shared between I/O threads), for tests and
+/// metrics.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub struct PoolStats {
     /// Calls completed (successfully or not).
     pub calls: AtomicU64,
@@ -267,8 +270,12 @@ pub struct ServerPool {
     description: Description,
     call_timeout: Duration,
     inline_calls: bool,
-    stats: Arc<PoolStats>,
+    /// Per instance.
+    stats: Vec<Arc<PoolStats>>,
     timers: Arc<Timers>,
+    /// Whether the pool was started on a multi-thread runtime: its calls come from that
+    /// runtime's threads, which can run them inline.
+    multi_thread: bool,
 }
 
 impl std::fmt::Debug for ServerPool {
@@ -290,7 +297,7 @@ impl ServerPool {
         services: Arc<dyn HostServices>,
     ) -> Result<Arc<Self>, RuntimeError> {
         let config = Arc::new(config);
-        let stats = Arc::new(PoolStats::default());
+        let mut stats = Vec::new();
         let timers = Arc::new(Timers::default());
         let caller = Arc::new(Caller { server_type: config.server_type.clone(), server_id: config.server_id.clone() });
         let rt = tokio::runtime::Handle::try_current().ok();
@@ -301,7 +308,9 @@ impl ServerPool {
             let mailbox = Arc::new(Mailbox::default());
             let timer = TimerHandle { timers: timers.clone(), mailbox: mailbox.clone(), rt: rt.clone() };
             let env = InstanceEnv { services: services.clone(), caller: caller.clone(), timers: timer };
-            let mut worker = Worker::new(runtime, component, config.clone(), i as u32, stats.clone(), env);
+            let instance_stats = Arc::new(PoolStats::default());
+            stats.push(instance_stats.clone());
+            let mut worker = Worker::new(runtime, component, config.clone(), i as u32, instance_stats, env);
             let slot = worker.instantiate().map_err(fail)?;
             worker.slot = Some(slot);
             if description.is_none() {
@@ -324,6 +333,7 @@ impl ServerPool {
             inline_calls: config.inline_calls,
             stats,
             timers,
+            multi_thread: rt.as_ref().is_some_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
         }))
     }
 
@@ -338,8 +348,14 @@ impl ServerPool {
     }
 
     /// The pool's counters.
-    pub fn stats(&self) -> &PoolStats {
-        &self.stats
+    pub fn stats(&self) -> PoolStats {
+        let sum = PoolStats::default();
+        for s in &self.stats {
+            sum.calls.fetch_add(s.calls.load(Ordering::Relaxed), Ordering::Relaxed);
+            sum.rebuilds.fetch_add(s.rebuilds.load(Ordering::Relaxed), Ordering::Relaxed);
+            sum.inline.fetch_add(s.inline.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        sum
     }
 
     fn pick(&self, key: Option<u64>) -> &Arc<Instance> {
@@ -354,7 +370,12 @@ impl ServerPool {
     /// Whether a call that its caller gives up after `timeout` may run on the caller's thread:
     /// only if it ends (or traps) by then, since such a call cannot be given up.
     fn inline_within(&self, timeout: Duration) -> bool {
-        self.inline_calls && self.call_timeout <= timeout
+        self.inline() && self.call_timeout <= timeout
+    }
+
+    /// Whether calls may run on the caller's thread (see the module documentation).
+    fn inline(&self) -> bool {
+        self.inline_calls && self.multi_thread
     }
 
     /// Queues `work` for the instance, runs the queue at once if `inline` allows it, the
@@ -362,7 +383,7 @@ impl ServerPool {
     async fn submit_to(instance: &Arc<Instance>, work: Work, inline: bool) -> CallResult {
         let (reply, mut rx) = oneshot::channel();
         let msg = Msg::Job(Job { work, reply: Reply::Async(reply) });
-        if inline && on_multi_thread_runtime() {
+        if inline {
             instance.mailbox.push(msg);
             if let Some(mut worker) = instance.worker.try_lock() {
                 // Runs the queue up to this job (the ones ahead of it come first anyway).
@@ -389,7 +410,7 @@ impl ServerPool {
     /// # Errors
     /// See [`CallError`].
     pub async fn call(&self, key: Option<u64>, call: Call) -> Result<Vec<u8>, CallError> {
-        self.call_inner(key, call, self.inline_calls).await
+        self.call_inner(key, call, self.inline()).await
     }
 
     /// Like [`ServerPool::call`], for a caller that gives up after `timeout` (an RPC).
@@ -403,12 +424,12 @@ impl ServerPool {
     async fn call_inner(&self, key: Option<u64>, call: Call, inline: bool) -> Result<Vec<u8>, CallError> {
         let instance = self.pick(key);
         let work = Work::Handle { route: call.route, body: call.body, session: call.session };
-        if inline && on_multi_thread_runtime() && instance.mailbox.is_empty() {
+        if inline && instance.mailbox.is_empty() {
             if let Some(mut worker) = instance.worker.try_lock() {
                 // Looked at again while holding the instance: nothing queued is overtaken.
                 if instance.mailbox.is_empty() && !worker.stopped {
                     let result = worker.execute(work, true);
-                    self.stats.calls.fetch_add(1, Ordering::Relaxed);
+                    worker.stats.calls.fetch_add(1, Ordering::Relaxed);
                     drop(worker);
                     instance.released();
                     return result;
@@ -423,7 +444,7 @@ impl ServerPool {
     /// # Errors
     /// See [`CallError`].
     pub async fn session_closed(&self, key: Option<u64>, session: Arc<dyn SessionHandle>) -> Result<(), CallError> {
-        Self::submit_to(self.pick(key), Work::SessionClosed(session), self.inline_calls).await.map(drop)
+        Self::submit_to(self.pick(key), Work::SessionClosed(session), self.inline()).await.map(drop)
     }
 
     /// Runs the remote `route` (`service.method`) on any instance; `hops` counts the RPCs that
