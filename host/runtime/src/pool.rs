@@ -5,13 +5,12 @@
 //! message of a session in flight at a time); the pool guarantees that a busy or spinning
 //! instance delays only the calls queued on it, and never the other connections.
 //!
-//! An instance's work waits in its mailbox and is run by whoever holds the instance: a client
-//! call finding its instance idle runs at once on the I/O thread that asked, and then runs
-//! what was queued for the instance meanwhile (a few messages at most); a call finding the
-//! instance busy queues itself, to be run by the holder when it is done. This saves the two
-//! thread hops per call of handing every call to the instance's thread, which only runs what
-//! nobody on an I/O thread picks up: timers, and work posted from outside the runtime or left
-//! over by a holder's budget.
+//! A client call runs on the I/O thread that asked, once its instance is free: the instance
+//! sits behind a fair async lock, so calls run in arrival order and a released instance goes
+//! straight to the next waiting caller, without the two thread hops of handing every call to a
+//! thread of the instance's own. That thread still runs timers, and every call of a pool whose
+//! calls may not run inline (see [`PoolConfig::inline_calls`], calls from a current-thread
+//! runtime, and RPC-invoked calls that could outlive their caller's timeout).
 //!
 //! A call on an I/O thread runs in slices: if it is still running after a whole epoch tick,
 //! the I/O thread hands its other connections to a fresh thread (`tokio::task::block_in_place`)
@@ -25,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
@@ -201,71 +200,37 @@ impl Mailbox {
         true
     }
 
-    fn push(&self, msg: Msg) {
-        self.queue.lock().push_back(msg);
-    }
-
     fn pop(&self) -> Option<Msg> {
         self.queue.lock().pop_front()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.queue.lock().is_empty()
     }
 }
 
 /// One instance and its mailbox.
 struct Instance {
     mailbox: Arc<Mailbox>,
-    worker: Arc<Mutex<Worker>>,
+    /// The instance, for whoever runs a call on it: a fair lock, so calls run in arrival order
+    /// and a released instance goes straight to the next waiting caller.
+    worker: Arc<tokio::sync::Mutex<Worker>>,
 }
 
 impl Instance {
-    /// Called after letting go of the instance: a message queued meanwhile was left to the
-    /// holder. It runs in a task of its own, after the caller's task yields, so a response the
-    /// caller is about to queue goes out before any push the queued work makes.
-    fn released(self: &Arc<Self>) {
-        if !self.mailbox.is_empty() {
-            let this = self.clone();
-            tokio::spawn(async move {
-                if let Some(worker) = this.worker.try_lock() {
-                    this.run_queued(worker);
-                }
-            });
+    /// Runs `work` on the calling thread once the instance is free (see the module
+    /// documentation).
+    async fn run_inline(&self, work: Work) -> CallResult {
+        let mut worker = self.worker.lock().await;
+        if worker.stopped {
+            return Err(CallError::Unavailable("server type is shut down".into()));
         }
-    }
-
-    /// Runs what is queued while holding the instance (`worker`), up to a budget; what is left
-    /// goes to the instance's thread. After letting go, looks again, as [`Instance::released`].
-    fn run_queued<'a>(&'a self, mut worker: MutexGuard<'a, Worker>) {
-        let mut budget = RUN_QUEUED_BUDGET;
-        loop {
-            while budget > 0 {
-                let Some(msg) = self.mailbox.pop() else { break };
-                worker.handle(msg, true);
-                budget -= 1;
-            }
-            drop(worker);
-            if self.mailbox.is_empty() {
-                return;
-            }
-            if budget == 0 {
-                self.mailbox.wake.notify_one();
-                return;
-            }
-            // Whoever holds the instance now runs the queue when done.
-            match self.worker.try_lock() {
-                Some(w) => worker = w,
-                None => return,
-            }
-        }
+        let result = worker.execute(work, true);
+        worker.stats.calls.fetch_add(1, Ordering::Relaxed);
+        result
     }
 }
 
 /// A server type's instances.
 pub struct ServerPool {
     server_type: String,
-    workers: Vec<Arc<Instance>>,
+    workers: Vec<Instance>,
     next: AtomicUsize,
     description: Description,
     call_timeout: Duration,
@@ -316,13 +281,13 @@ impl ServerPool {
             if description.is_none() {
                 description = Some(worker.describe().map_err(fail)?);
             }
-            let worker = Arc::new(Mutex::new(worker));
+            let worker = Arc::new(tokio::sync::Mutex::new(worker));
             let (w, m) = (worker.clone(), mailbox.clone());
             std::thread::Builder::new()
                 .name(format!("wasm-{}-{i}", config.server_type))
                 .spawn(move || Worker::run(&w, &m))
                 .map_err(|e| fail(format!("cannot start an instance thread: {e}")))?;
-            workers.push(Arc::new(Instance { mailbox, worker }));
+            workers.push(Instance { mailbox, worker });
         }
         Ok(Arc::new(Self {
             server_type: config.server_type.clone(),
@@ -358,7 +323,7 @@ impl ServerPool {
         sum
     }
 
-    fn pick(&self, key: Option<u64>) -> &Arc<Instance> {
+    fn pick(&self, key: Option<u64>) -> &Instance {
         let n = self.workers.len() as u64;
         let i = match key {
             Some(k) => (k % n) as usize,
@@ -380,28 +345,13 @@ impl ServerPool {
 
     /// Queues `work` for the instance, runs the queue at once if `inline` allows it, the
     /// instance is free and this is an I/O thread, and waits for the result.
-    async fn submit_to(instance: &Arc<Instance>, work: Work, inline: bool) -> CallResult {
-        let (reply, mut rx) = oneshot::channel();
-        let msg = Msg::Job(Job { work, reply: Reply::Async(reply) });
+    async fn submit_to(instance: &Instance, work: Work, inline: bool) -> CallResult {
         if inline {
-            instance.mailbox.push(msg);
-            if let Some(mut worker) = instance.worker.try_lock() {
-                // Runs the queue up to this job (the ones ahead of it come first anyway).
-                while let Some(msg) = instance.mailbox.pop() {
-                    worker.handle(msg, true);
-                    if let Ok(result) = rx.try_recv() {
-                        drop(worker);
-                        instance.released();
-                        return result;
-                    }
-                }
-                drop(worker);
-                instance.released();
-            }
-        } else {
-            // After shutdown the message is dropped, and its reply reads as Unavailable.
-            instance.mailbox.post(msg);
+            return instance.run_inline(work).await;
         }
+        let (reply, rx) = oneshot::channel();
+        // After shutdown the message is dropped, and its reply reads as Unavailable.
+        instance.mailbox.post(Msg::Job(Job { work, reply: Reply::Async(reply) }));
         rx.await.unwrap_or_else(|_| Err(CallError::Unavailable("server type is shut down".into())))
     }
 
@@ -422,21 +372,8 @@ impl ServerPool {
     }
 
     async fn call_inner(&self, key: Option<u64>, call: Call, inline: bool) -> Result<Vec<u8>, CallError> {
-        let instance = self.pick(key);
         let work = Work::Handle { route: call.route, body: call.body, session: call.session };
-        if inline && instance.mailbox.is_empty() {
-            if let Some(mut worker) = instance.worker.try_lock() {
-                // Looked at again while holding the instance: nothing queued is overtaken.
-                if instance.mailbox.is_empty() && !worker.stopped {
-                    let result = worker.execute(work, true);
-                    worker.stats.calls.fetch_add(1, Ordering::Relaxed);
-                    drop(worker);
-                    instance.released();
-                    return result;
-                }
-            }
-        }
-        Self::submit_to(instance, work, inline).await
+        Self::submit_to(self.pick(key), work, inline).await
     }
 
     /// Tells the instance picked by `key` that `session` closed.
@@ -611,7 +548,7 @@ impl Worker {
     }
 
     /// The instance's thread: runs what is posted to the mailbox and nobody else picks up.
-    fn run(worker: &Mutex<Self>, mailbox: &Mailbox) {
+    fn run(worker: &tokio::sync::Mutex<Self>, mailbox: &Mailbox) {
         loop {
             {
                 let mut queue = mailbox.queue.lock();
@@ -619,7 +556,7 @@ impl Worker {
                     mailbox.wake.wait(&mut queue);
                 }
             }
-            let mut this = worker.lock();
+            let mut this = worker.blocking_lock();
             while let Some(msg) = mailbox.pop() {
                 this.handle(msg, false);
             }
@@ -792,10 +729,6 @@ impl Inline {
         Self { handoffs: HANDOFF_TRIES, ticks_left: deadline.saturating_sub(FIRST_SLICE) }
     }
 }
-
-/// Messages a caller runs from the mailbox after its own call before leaving the rest to the
-/// instance's thread: bounds the work an I/O thread does for other connections.
-const RUN_QUEUED_BUDGET: usize = 16;
 
 /// Epoch ticks covering `d`, plus one for the tick in progress.
 fn ticks(d: Duration) -> u64 {
