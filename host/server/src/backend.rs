@@ -19,15 +19,28 @@ use crate::session::{parse_object, parse_value};
 
 struct State {
     uid: Option<String>,
-    data: Map<String, Value>,
+    /// The session data as it came, parsed on first use: most handlers never read it.
+    raw: Vec<u8>,
+    parsed: Option<Map<String, Value>>,
     dirty: bool,
+}
+
+impl State {
+    fn data(&mut self) -> &mut Map<String, Value> {
+        let raw = &self.raw;
+        self.parsed.get_or_insert_with(|| match serde_json::from_slice::<Value>(raw) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        })
+    }
 }
 
 /// A forwarded session.
 pub struct BackendSession {
     id: u64,
     frontend_id: String,
-    frontend_type: String,
+    /// The frontend's server type, looked up on first use (for pushes).
+    frontend_type: std::sync::OnceLock<String>,
     state: Mutex<State>,
     cluster: Arc<Cluster>,
     /// Who makes the `sys.*` calls.
@@ -39,16 +52,16 @@ pub struct BackendSession {
 impl BackendSession {
     /// The session of a Sys RPC from frontend `frontend_id`.
     pub fn new(cluster: Arc<Cluster>, session: &protos::Session, frontend_id: &str, me: (&str, &str), timeout: Duration) -> Self {
-        let data = match serde_json::from_slice::<Value>(&session.data) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-        let frontend_type = cluster.discovery.server(frontend_id).map(|s| s.server_type).unwrap_or_default();
         Self {
             id: u64::try_from(session.id).unwrap_or(0),
             frontend_id: frontend_id.to_owned(),
-            frontend_type,
-            state: Mutex::new(State { uid: (!session.uid.is_empty()).then(|| session.uid.clone()), data, dirty: false }),
+            frontend_type: std::sync::OnceLock::new(),
+            state: Mutex::new(State {
+                uid: (!session.uid.is_empty()).then(|| session.uid.clone()),
+                raw: session.data.clone(),
+                parsed: None,
+                dirty: false,
+            }),
             cluster,
             server_id: me.0.to_owned(),
             server_type: me.1.to_owned(),
@@ -68,7 +81,7 @@ impl BackendSession {
             session: None,
             msg: Some(protos::Msg { route: route.to_owned(), data, ..Default::default() }),
             frontend_id: String::new(),
-            metadata: Value::Object(meta).to_string().into_bytes(),
+            metadata: meta,
         })
     }
 
@@ -82,11 +95,11 @@ impl BackendSession {
     }
 
     fn session_proto(&self, with_data: bool) -> protos::Session {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         protos::Session {
             id: i64::try_from(self.id).unwrap_or(0),
             uid: st.uid.clone().unwrap_or_default(),
-            data: if with_data { Value::Object(st.data.clone()).to_string().into_bytes() } else { Vec::new() },
+            data: if with_data { Value::Object(st.data().clone()).to_string().into_bytes() } else { Vec::new() },
         }
     }
 
@@ -134,32 +147,35 @@ impl SessionHandle for BackendSession {
     }
 
     fn get(&self, key: &str) -> Option<String> {
-        self.state.lock().data.get(key).map(Value::to_string)
+        self.state.lock().data().get(key).map(Value::to_string)
     }
 
     fn set(&self, key: &str, value: &str) -> Result<(), GuestError> {
         let v = parse_value(key, value)?;
         let mut st = self.state.lock();
-        st.data.insert(key.to_owned(), v);
+        st.data().insert(key.to_owned(), v);
         st.dirty = true;
         Ok(())
     }
 
     fn data(&self) -> String {
-        Value::Object(self.state.lock().data.clone()).to_string()
+        Value::Object(self.state.lock().data().clone()).to_string()
     }
 
     fn set_data(&self, data: &str) -> Result<(), GuestError> {
         let map = parse_object(data)?;
         let mut st = self.state.lock();
-        st.data = map;
+        st.parsed = Some(map);
         st.dirty = true;
         Ok(())
     }
 
     fn push(&self, route: &str, body: &[u8]) -> Result<(), GuestError> {
         let uid = self.bound_uid()?;
-        self.cluster.rpc.push(&self.frontend_type, protos::Push { route: route.to_owned(), uid, data: body.to_vec() });
+        let frontend_type = self
+            .frontend_type
+            .get_or_init(|| self.cluster.discovery.server(&self.frontend_id).map(|s| s.server_type).unwrap_or_default());
+        self.cluster.rpc.push(frontend_type, protos::Push { route: route.to_owned(), uid, data: body.to_vec() });
         Ok(())
     }
 

@@ -92,7 +92,7 @@ async fn handle(shared: &Arc<Shared>, server: &Arc<ServerType>, bytes: &[u8], ti
     let mut req = protos::Request::decode(bytes).map_err(|e| PitayaError::new(codes::BAD_REQUEST, format!("undecodable rpc request: {e}")))?;
     let meta = messages::read_metadata(&req)?;
     let msg = req.msg.take().ok_or_else(|| PitayaError::new(codes::BAD_REQUEST, "rpc request without a message"))?;
-    let hops = meta.get(messages::HOPS).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let hops = meta.hops;
     if hops >= messages::MAX_HOPS {
         return Err(PitayaError::new(codes::INTERNAL, format!("rpc hop limit ({}) reached at {}", messages::MAX_HOPS, msg.route)));
     }

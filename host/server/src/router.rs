@@ -174,7 +174,7 @@ async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &
         session: Some(session.to_proto()),
         msg: Some(protos::Msg { id: msg.id, route: full.clone(), data: msg.data.to_vec(), reply: String::new(), r#type: kind as i32 }),
         frontend_id: frontend_id.clone(),
-        metadata: serde_json::Value::Object(meta).to_string().into_bytes(),
+        metadata: meta,
     };
     match shared.cluster.rpc.call(&target.id, messages::encode_request(&request), timeout).await {
         Ok(resp) => messages::read_response(&resp).map(Bytes::from),

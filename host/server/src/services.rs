@@ -139,7 +139,7 @@ impl HostServices for Services {
             session: None,
             msg: Some(protos::Msg { route: route.to_owned(), data: body.to_vec(), ..Default::default() }),
             frontend_id: if frontend { caller.server_id.clone() } else { String::new() },
-            metadata: serde_json::Value::Object(meta).to_string().into_bytes(),
+            metadata: meta,
         };
         match self.cluster.call_blocking(&target.id, messages::encode_request(&request), timeout) {
             Ok(resp) => messages::read_response(&resp)

@@ -256,7 +256,8 @@ impl Session {
         kiwano_protocol::protos::Session {
             id: i64::try_from(self.id).unwrap_or(0),
             uid: st.uid.clone().unwrap_or_default(),
-            data: Value::Object(st.data.clone()).to_string().into_bytes(),
+            // Serializing a JSON map cannot fail.
+            data: serde_json::to_vec(&st.data).unwrap_or_default(),
         }
     }
 

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use kiwano_protocol::error::codes;
 use kiwano_protocol::{PitayaError, protos};
 use prost::Message as _;
-use serde_json::{Map, Value};
 
 /// Metadata key of the hop count: how many RPCs led to this one.
 pub const HOPS: &str = "kiwano.hops";
@@ -20,6 +19,13 @@ pub fn go_duration(d: Duration) -> String {
     let nanos = d.as_nanos();
     if nanos == 0 {
         return "0s".into();
+    }
+    // The usual timeouts, without formatting a float.
+    if nanos % 1_000_000_000 == 0 && d.as_secs() < 60 {
+        return format!("{}s", d.as_secs());
+    }
+    if nanos % 1_000_000 == 0 && nanos < 1_000_000_000 {
+        return format!("{}ms", d.as_millis());
     }
     if nanos < 1_000 {
         return format!("{nanos}ns");
@@ -73,30 +79,42 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
-fn request_id() -> String {
+/// A request id unique in this process's run: a random prefix and a counter, 24 hex digits.
+fn write_request_id(out: &mut Vec<u8>) {
+    use std::io::Write as _;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let prefix = PREFIX.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};
         std::collections::hash_map::RandomState::new().build_hasher().finish()
     });
-    format!("{prefix:016x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let _ = write!(out, "{prefix:016x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed) as u32);
 }
 
-/// The propagated context of a call made by server `peer_id` of type `peer_type`.
-pub fn metadata(peer_id: &str, peer_type: &str, timeout: Duration, hops: u64, route: Option<&str>) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("peer.id".into(), peer_id.into());
-    m.insert("peer.service".into(), peer_type.into());
-    m.insert("request.id".into(), request_id().into());
-    m.insert("reqTimeout".into(), go_duration(timeout).into());
-    m.insert(HOPS.into(), hops.into());
+/// The propagated context of a call made by server `peer_id` of type `peer_type`, as the JSON
+/// object `Request.metadata` carries. Written directly, keys in order: it is built for every
+/// forwarded message.
+pub fn metadata(peer_id: &str, peer_type: &str, timeout: Duration, hops: u64, route: Option<&str>) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(192);
+    let string = |out: &mut Vec<u8>, s: &str| {
+        // Serializing a string into a vector cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    };
+    let _ = write!(out, "{{\"{HOPS}\":{hops},\"peer.id\":");
+    string(&mut out, peer_id);
+    out.extend_from_slice(b",\"peer.service\":");
+    string(&mut out, peer_type);
     if let Some(r) = route {
-        m.insert("req-route".into(), r.into());
+        out.extend_from_slice(b",\"req-route\":");
+        string(&mut out, r);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        m.insert("req-start-time".into(), now.into());
+        let _ = write!(out, ",\"req-start-time\":{now}");
     }
-    m
+    let _ = write!(out, ",\"reqTimeout\":\"{}\",\"request.id\":\"", go_duration(timeout));
+    write_request_id(&mut out);
+    out.extend_from_slice(b"\"}");
+    out
 }
 
 /// Encodes a request.
@@ -131,15 +149,67 @@ pub fn read_response(bytes: &[u8]) -> Result<Vec<u8>, PitayaError> {
     }
 }
 
-/// The metadata of a received request; Pitaya refuses requests without it.
+/// What a server reads from a received request's metadata.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Metadata {
+    /// The RPCs that led to this one.
+    pub hops: u64,
+}
+
+impl<'de> serde::Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a non-empty JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
+                let (mut meta, mut entries) = (Metadata::default(), 0);
+                while let Some(IsHops(hops)) = map.next_key::<IsHops>()? {
+                    entries += 1;
+                    if hops {
+                        meta.hops = map.next_value::<Option<u64>>()?.unwrap_or(0);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                if entries == 0 {
+                    return Err(serde::de::Error::custom("empty metadata"));
+                }
+                Ok(meta)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A metadata key, read without allocating: whether it is [`HOPS`].
+struct IsHops(bool);
+
+impl<'de> serde::Deserialize<'de> for IsHops {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = IsHops;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<IsHops, E> {
+                Ok(IsHops(v == HOPS))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+/// The metadata of a received request (without building it: only what is used is kept);
+/// Pitaya refuses requests without it.
 ///
 /// # Errors
-/// `PIT-500 no context found` for missing or non-object metadata.
-pub fn read_metadata(r: &protos::Request) -> Result<Map<String, Value>, PitayaError> {
-    match serde_json::from_slice::<Value>(&r.metadata) {
-        Ok(Value::Object(m)) if !m.is_empty() => Ok(m),
-        _ => Err(PitayaError::new(codes::INTERNAL, "no context found")),
-    }
+/// `PIT-500 no context found` for missing, empty or non-object metadata.
+pub fn read_metadata(r: &protos::Request) -> Result<Metadata, PitayaError> {
+    serde_json::from_slice(&r.metadata).map_err(|_| PitayaError::new(codes::INTERNAL, "no context found"))
 }
 
 #[cfg(test)]
@@ -161,5 +231,29 @@ mod tests {
         }
         assert_eq!(parse_go_duration("100us"), Some(Duration::from_micros(100)));
         assert_eq!(parse_go_duration("soon"), None);
+    }
+
+    #[test]
+    fn metadata_is_the_json_object_pitaya_reads() {
+        let bytes = metadata("fe-1", "conn\"ector", Duration::from_millis(1500), 3, Some("room.room.join"));
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["peer.id"], "fe-1");
+        assert_eq!(v["peer.service"], "conn\"ector");
+        assert_eq!(v["reqTimeout"], "1.5s");
+        assert_eq!(v["req-route"], "room.room.join");
+        assert_eq!(v[HOPS], 3);
+        assert!(v["req-start-time"].as_u64().unwrap() > 0);
+        assert_eq!(v["request.id"].as_str().unwrap().len(), 24);
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 7);
+        let plain: serde_json::Value = serde_json::from_slice(&metadata("b-1", "room", Duration::from_secs(5), 0, None)).unwrap();
+        assert_eq!(plain.as_object().unwrap().len(), 5);
+
+        let read = |m: &[u8]| read_metadata(&protos::Request { metadata: m.to_vec(), ..Default::default() });
+        assert_eq!(read(&bytes).unwrap(), Metadata { hops: 3 });
+        assert_eq!(read(br#"{"peer.id":"x"}"#).unwrap(), Metadata { hops: 0 });
+        for bad in [&b"{}"[..], b"[1]", b"", b"null", b"{\"kiwano.hops\":\"x\"}"] {
+            assert_eq!(read(bad).unwrap_err().msg, "no context found", "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }
