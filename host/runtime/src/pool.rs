@@ -175,7 +175,7 @@ pub struct PoolStats {
     pub calls: AtomicU64,
     /// Instances created after the first ones (after traps and deadlines).
     pub rebuilds: AtomicU64,
-    /// Calls and timers run on an I/O thread rather than on the instance's own thread.
+    /// Calls run on an I/O thread rather than on the instance's own thread.
     pub inline: AtomicU64,
 }
 
@@ -558,7 +558,7 @@ impl Worker {
             }
             let mut this = worker.blocking_lock();
             while let Some(msg) = mailbox.pop() {
-                this.handle(msg, false);
+                this.handle(msg);
             }
             if this.stopped {
                 mailbox.closed.store(true, Ordering::Release);
@@ -569,8 +569,8 @@ impl Worker {
         }
     }
 
-    /// Runs one message; `inline` when on an I/O thread.
-    fn handle(&mut self, msg: Msg, inline: bool) {
+    /// Runs one message, on the instance's thread.
+    fn handle(&mut self, msg: Msg) {
         if self.stopped {
             // Dropping the message drops its reply: the caller reads Unavailable.
             if let Msg::Shutdown(done) = msg {
@@ -581,13 +581,13 @@ impl Worker {
         {
             match msg {
                 Msg::Job(job) => {
-                    let result = self.execute(job.work, inline);
+                    let result = self.execute(job.work, false);
                     self.stats.calls.fetch_add(1, Ordering::Relaxed);
                     job.reply.send(result);
                 }
                 Msg::Timer { id, payload } => {
                     if self.env.timers.fire(id) {
-                        if let Err(e) = self.execute_timer(id, &payload, inline) {
+                        if let Err(e) = self.execute_timer(id, &payload) {
                             tracing::warn!(server_type = %self.config.server_type, instance = self.index, timer = id, "on-timer failed: {e}");
                         }
                     }
@@ -663,18 +663,15 @@ impl Worker {
         }
     }
 
-    fn execute_timer(&mut self, id: u64, payload: &[u8], inline: bool) -> Result<(), CallError> {
+    fn execute_timer(&mut self, id: u64, payload: &[u8]) -> Result<(), CallError> {
         self.ensure()?;
         self.set_tag("on-timer", 0);
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();
         data.limits.hit = false;
         data.deadline_extension = 0;
-        data.inline = if inline { Inline::slices(self.deadline_ticks) } else { Inline::default() };
-        if inline {
-            self.stats.inline.fetch_add(1, Ordering::Relaxed);
-        }
-        slot.store.set_epoch_deadline(if inline { FIRST_SLICE } else { self.deadline_ticks });
+        data.inline = Inline::default();
+        slot.store.set_epoch_deadline(self.deadline_ticks);
         let r = guarded(|| slot.bindings.kiwano_server_guest().call_on_timer(&mut slot.store, id, payload));
         r.map_err(|e| self.trapped(e))
     }
