@@ -247,6 +247,18 @@ pub fn error_of(m: &Message) -> PitayaError {
     PitayaError::decode(&m.data, Serializer::Json).expect("error object")
 }
 
+/// Requests `route` with a JSON body and returns the JSON response, failing on an error response.
+pub async fn ok_json(c: &mut Client, route: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = c.request(route, body.to_string().as_bytes()).await.unwrap();
+    assert!(!r.error, "{route} {body}: {}", String::from_utf8_lossy(&r.data));
+    serde_json::from_slice(&r.data).unwrap()
+}
+
+/// Requests `route` with a JSON body and returns the error object of its (error) response.
+pub async fn err_json(c: &mut Client, route: &str, body: serde_json::Value) -> PitayaError {
+    error_of(&c.request(route, body.to_string().as_bytes()).await.unwrap())
+}
+
 /// A project of `examples/`, started in-process with every acceptor (and the HTTP listener)
 /// moved to a free loopback port.
 pub async fn start_example(name: &str) -> Server {

@@ -22,16 +22,6 @@ async fn client(server: &Server) -> Client {
     c
 }
 
-async fn ok(c: &mut Client, route: &str, body: Value) -> Value {
-    let r = c.request(route, body.to_string().as_bytes()).await.unwrap();
-    assert!(!r.error, "{route}: {}", String::from_utf8_lossy(&r.data));
-    serde_json::from_slice(&r.data).unwrap()
-}
-
-async fn err(c: &mut Client, route: &str, body: Value) -> PitayaError {
-    error_of(&c.request(route, body.to_string().as_bytes()).await.unwrap())
-}
-
 fn pe(code: &str, msg: &str, meta: &[(&str, &str)]) -> PitayaError {
     let mut e = PitayaError::new(code, msg);
     for (k, v) in meta {
@@ -52,7 +42,7 @@ async fn forwarded_join_binds_pushes_and_broadcasts() {
     assert!(server.sessions().by_uid("alice").is_some());
 
     let mut bob = client(&server).await;
-    assert_eq!(ok(&mut bob, "room.room.join", json!({"name": "bob"})).await, json!({"code":0,"result":"success"}));
+    assert_eq!(ok_json(&mut bob, "room.room.join", json!({"name": "bob"})).await, json!({"code":0,"result":"success"}));
     let m = bob.next_message().await.unwrap();
     assert_eq!((m.route.as_str(), &m.data[..]), ("onMembers", &br#"{"members":["alice"]}"#[..]));
     let m = alice.next_message().await.unwrap();
@@ -63,13 +53,13 @@ async fn forwarded_join_binds_pushes_and_broadcasts() {
         assert_eq!((m.route.as_str(), &m.data[..]), ("onMessage", &br#"{"name":"bob","content":"hi"}"#[..]));
     }
     // Binding twice fails on the backend with the frontend's error.
-    let e = err(&mut alice, "room.room.join", json!({"name": "again"})).await;
+    let e = err_json(&mut alice, "room.room.join", json!({"name": "again"})).await;
     assert_eq!(e, pe("RH-000", "session is already bound to an uid (\"alice\")", &[("failed", "bind")]));
     // Alice leaves: the connector sees the close and tells the room (user RPC frontend → backend).
     drop(alice);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut carol = client(&server).await;
-    ok(&mut carol, "room.room.join", json!({"name": "carol"})).await;
+    ok_json(&mut carol, "room.room.join", json!({"name": "carol"})).await;
     let m = carol.next_message().await.unwrap();
     assert_eq!(&m.data[..], br#"{"members":["bob"]}"#);
     server.shutdown().await;
@@ -79,14 +69,14 @@ async fn forwarded_join_binds_pushes_and_broadcasts() {
 async fn backend_session_changes_reach_the_frontend() {
     let server = start_example("cluster").await;
     let mut c = client(&server).await;
-    ok(&mut c, "room.room.join", json!({"name": "dora"})).await;
+    ok_json(&mut c, "room.room.join", json!({"name": "dora"})).await;
     let _members = c.next_message().await.unwrap();
-    assert_eq!(ok(&mut c, "room.room.setdata", json!({"key": "level", "value": 7})).await, json!({"set": "level"}));
+    assert_eq!(ok_json(&mut c, "room.room.setdata", json!({"key": "level", "value": 7})).await, json!({"set": "level"}));
     // Set on the backend, read on the frontend.
-    assert_eq!(ok(&mut c, "connector.data", json!({})).await, json!({"ipversion": "ipv4", "level": 7}));
-    ok(&mut c, "connector.enter", json!({"room": "blue"})).await;
+    assert_eq!(ok_json(&mut c, "connector.data", json!({})).await, json!({"ipversion": "ipv4", "level": 7}));
+    ok_json(&mut c, "connector.enter", json!({"room": "blue"})).await;
     // Set on the frontend, seen by the backend.
-    let who = ok(&mut c, "room.room.whoami", json!({})).await;
+    let who = ok_json(&mut c, "room.room.whoami", json!({})).await;
     assert_eq!(who["room"], json!("blue"));
     // Kick from the backend (sys.kick).
     c.send_request("room.room.kickme", b"{}").await.unwrap();
@@ -100,31 +90,31 @@ async fn user_rpc_both_ways_with_errors_and_timeouts() {
     let server = start_example("cluster").await;
     let mut c = client(&server).await;
     // Frontend → backend.
-    let r = ok(&mut c, "connector.ask", json!({"route": "room.room.echo", "body": {"x": 1}})).await;
+    let r = ok_json(&mut c, "connector.ask", json!({"route": "room.room.echo", "body": {"x": 1}})).await;
     assert_eq!(r, json!({"room got": {"x": 1}}));
     // Backend → frontend.
-    let r = ok(&mut c, "room.room.ask", json!({"route": "connector.connector.echo", "body": {"y": 2}})).await;
+    let r = ok_json(&mut c, "room.room.ask", json!({"route": "connector.connector.echo", "body": {"y": 2}})).await;
     assert_eq!(r, json!({"connector got": {"y": 2}}));
     // A remote's custom error, with metadata.
-    let e = err(&mut c, "connector.ask", json!({"route": "room.room.fail", "body": null})).await;
+    let e = err_json(&mut c, "connector.ask", json!({"route": "room.room.fail", "body": null})).await;
     assert_eq!(e, pe("RM-002", "remote refused", &[("why", "asked to")]));
     // A forwarded handler's custom error.
-    let e = err(&mut c, "room.room.fail", json!({})).await;
+    let e = err_json(&mut c, "room.room.fail", json!({})).await;
     assert_eq!(e, pe("RM-001", "room refused", &[("session", "1")]));
     // Not found: remote and handler.
-    let e = err(&mut c, "connector.ask", json!({"route": "room.room.nope", "body": null})).await;
+    let e = err_json(&mut c, "connector.ask", json!({"route": "room.room.nope", "body": null})).await;
     assert_eq!(e, pe("PIT-404", "route not found", &[("route", "room.nope")]));
-    let e = err(&mut c, "room.room.nope", json!({})).await;
+    let e = err_json(&mut c, "room.room.nope", json!({})).await;
     assert_eq!(e, pe("PIT-404", "pitaya/handler: room.room.nope not found", &[]));
-    let e = err(&mut c, "lobby.room.join", json!({})).await;
+    let e = err_json(&mut c, "lobby.room.join", json!({})).await;
     assert_eq!(e, pe("PIT-500", "no servers available of this type: lobby.room.join", &[]));
     // Timeout.
-    let e = err(&mut c, "connector.ask", json!({"route": "room.room.slow", "body": 600, "timeout_ms": 150})).await;
+    let e = err_json(&mut c, "connector.ask", json!({"route": "room.room.slow", "body": 600, "timeout_ms": 150})).await;
     assert_eq!((e.code.as_str(), e.msg.as_str()), ("PIT-408", "rpc client: request timeout"));
     assert_eq!(e.metadata.get("timeout").map(String::as_str), Some("150ms"));
     assert_eq!(e.metadata.get("route").map(String::as_str), Some("room.room.slow"));
     // Pitaya refuses an RPC to one's own type without a server id.
-    let e = err(&mut c, "connector.ask", json!({"route": "connector.connector.echo", "body": null})).await;
+    let e = err_json(&mut c, "connector.ask", json!({"route": "connector.connector.echo", "body": null})).await;
     assert_eq!(e.code, "PIT-000");
     server.shutdown().await;
 }
@@ -157,7 +147,7 @@ async fn a_forward_is_an_encoded_protos_request() {
     let server = start_example("cluster").await;
     let spy = spy(&server, "spy", "spy-1");
     let mut c = client(&server).await;
-    ok(&mut c, "connector.enter", json!({"room": "red"})).await;
+    ok_json(&mut c, "connector.enter", json!({"room": "red"})).await;
     let id = c.send_request("spy.svc.look", br#"{"q":1}"#).await.unwrap();
     assert_eq!(&c.response(id).await.unwrap().data[..], br#""spied""#);
     c.notify("spy.svc.tell", b"n").await.unwrap();
@@ -200,22 +190,22 @@ async fn room_affinity_and_pinning() {
         let mut instances = Vec::new();
         for _ in 0..2 {
             let mut c = client(&server).await;
-            ok(&mut c, "connector.enter", json!({"room": room})).await;
-            instances.push(ok(&mut c, "room.room.whoami", json!({})).await["instance"].clone());
+            ok_json(&mut c, "connector.enter", json!({"room": room})).await;
+            instances.push(ok_json(&mut c, "room.room.whoami", json!({})).await["instance"].clone());
         }
         assert_eq!(instances[0], instances[1], "room {room}");
     }
     // A handler pins a session to a server of a type.
     let spy = spy(&server, "room", "room-spy");
     let mut c = client(&server).await;
-    assert_eq!(ok(&mut c, "connector.pin", json!({"server_type": "room", "server_id": "room-spy"})).await, json!("pinned"));
+    assert_eq!(ok_json(&mut c, "connector.pin", json!({"server_type": "room", "server_id": "room-spy"})).await, json!("pinned"));
     for _ in 0..3 {
-        assert_eq!(ok(&mut c, "room.room.whoami", json!({})).await, json!("spied"));
+        assert_eq!(ok_json(&mut c, "room.room.whoami", json!({})).await, json!("spied"));
     }
     assert_eq!(spy.requests.lock().len(), 3);
     let real = server.server_id("room").unwrap().to_owned();
-    ok(&mut c, "connector.pin", json!({"server_type": "room", "server_id": real})).await;
-    assert_eq!(ok(&mut c, "room.room.whoami", json!({})).await["server"], json!(real));
+    ok_json(&mut c, "connector.pin", json!({"server_type": "room", "server_id": real})).await;
+    assert_eq!(ok_json(&mut c, "room.room.whoami", json!({})).await["server"], json!(real));
     server.shutdown().await;
 }
 

@@ -11,16 +11,6 @@ use serde_json::{Value, json};
 /// Tests that measure time run one at a time: the broadcast test moves 200 MB.
 static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn ok_json(c: &mut Client, route: &str, body: Value) -> Value {
-    let r = c.request(route, body.to_string().as_bytes()).await.unwrap();
-    assert!(!r.error, "{route} {body}: {}", String::from_utf8_lossy(&r.data));
-    serde_json::from_slice(&r.data).unwrap()
-}
-
-async fn err_json(c: &mut Client, route: &str, body: Value) -> PitayaError {
-    error_of(&c.request(route, body.to_string().as_bytes()).await.unwrap())
-}
-
 async fn bound(s: &TestServer, uid: &str) -> Client {
     let mut c = s.client(Transport::Tcp).await;
     let r = c.request("test.bind", uid.as_bytes()).await.unwrap();

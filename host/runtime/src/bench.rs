@@ -86,7 +86,8 @@ pub struct CallCost {
 /// # Errors
 /// A component that does not instantiate or traps.
 pub fn call_cost(runtime: &Runtime, component: &Component, route: &str, calls: u32, instances: u32) -> Result<CallCost, String> {
-    let timers = TimerHandle { timers: Arc::new(Timers::default()), mailbox: Arc::default(), rt: None };
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let timers = TimerHandle { timers: Arc::new(Timers::default()), tx, rt: None };
     let caller = Arc::new(Caller { server_type: "bench".into(), server_id: "bench-1".into() });
     let services: Arc<dyn HostServices> = Arc::new(NoServices);
     let tag = Arc::new(Mutex::new(LogTag::default()));

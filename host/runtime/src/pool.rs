@@ -19,12 +19,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
@@ -179,35 +179,9 @@ pub struct PoolStats {
     pub inline: AtomicU64,
 }
 
-/// The messages waiting for an instance, in arrival order.
-#[derive(Default)]
-pub(crate) struct Mailbox {
-    queue: Mutex<VecDeque<Msg>>,
-    /// Wakes the instance's thread.
-    wake: Condvar,
-    /// The instance is shut down: nothing more is accepted.
-    closed: AtomicBool,
-}
-
-impl Mailbox {
-    /// Queues `msg` for the instance's thread; false (and `msg` dropped) once shut down.
-    pub(crate) fn post(&self, msg: Msg) -> bool {
-        if self.closed.load(Ordering::Acquire) {
-            return false;
-        }
-        self.queue.lock().push_back(msg);
-        self.wake.notify_one();
-        true
-    }
-
-    fn pop(&self) -> Option<Msg> {
-        self.queue.lock().pop_front()
-    }
-}
-
-/// One instance and its mailbox.
+/// One instance and its thread's queue.
 struct Instance {
-    mailbox: Arc<Mailbox>,
+    tx: mpsc::Sender<Msg>,
     /// The instance, for whoever runs a call on it: a fair lock, so calls run in arrival order
     /// and a released instance goes straight to the next waiting caller.
     worker: Arc<tokio::sync::Mutex<Worker>>,
@@ -270,8 +244,8 @@ impl ServerPool {
         let mut workers = Vec::new();
         let mut description = None;
         for i in 0..config.instances.max(1) {
-            let mailbox = Arc::new(Mailbox::default());
-            let timer = TimerHandle { timers: timers.clone(), mailbox: mailbox.clone(), rt: rt.clone() };
+            let (tx, rx) = mpsc::channel();
+            let timer = TimerHandle { timers: timers.clone(), tx: tx.clone(), rt: rt.clone() };
             let env = InstanceEnv { services: services.clone(), caller: caller.clone(), timers: timer };
             let instance_stats = Arc::new(PoolStats::default());
             stats.push(instance_stats.clone());
@@ -282,12 +256,12 @@ impl ServerPool {
                 description = Some(worker.describe().map_err(fail)?);
             }
             let worker = Arc::new(tokio::sync::Mutex::new(worker));
-            let (w, m) = (worker.clone(), mailbox.clone());
+            let w = worker.clone();
             std::thread::Builder::new()
                 .name(format!("wasm-{}-{i}", config.server_type))
-                .spawn(move || Worker::run(&w, &m))
+                .spawn(move || Worker::run(&w, &rx))
                 .map_err(|e| fail(format!("cannot start an instance thread: {e}")))?;
-            workers.push(Instance { mailbox, worker });
+            workers.push(Instance { tx, worker });
         }
         Ok(Arc::new(Self {
             server_type: config.server_type.clone(),
@@ -350,8 +324,8 @@ impl ServerPool {
             return instance.run_inline(work).await;
         }
         let (reply, rx) = oneshot::channel();
-        // After shutdown the message is dropped, and its reply reads as Unavailable.
-        instance.mailbox.post(Msg::Job(Job { work, reply: Reply::Async(reply) }));
+        // A send fails only after shutdown; the dropped reply then reads as Unavailable.
+        let _ = instance.tx.send(Msg::Job(Job { work, reply: Reply::Async(reply) }));
         rx.await.unwrap_or_else(|_| Err(CallError::Unavailable("server type is shut down".into())))
     }
 
@@ -401,7 +375,7 @@ impl ServerPool {
         let mut waits = Vec::new();
         for w in &self.workers {
             let (tx, rx) = oneshot::channel();
-            if w.mailbox.post(Msg::Shutdown(tx)) {
+            if w.tx.send(Msg::Shutdown(tx)).is_ok() {
                 waits.push(rx);
             }
         }
@@ -547,23 +521,17 @@ impl Worker {
         Ok(Description { handlers, remotes, affinity })
     }
 
-    /// The instance's thread: runs what is posted to the mailbox and nobody else picks up.
-    fn run(worker: &tokio::sync::Mutex<Self>, mailbox: &Mailbox) {
-        loop {
-            {
-                let mut queue = mailbox.queue.lock();
-                while queue.is_empty() {
-                    mailbox.wake.wait(&mut queue);
-                }
-            }
+    /// The instance's thread: timers, and calls that may not run inline. It stops after the
+    /// guest's `shutdown`; what is sent afterwards is dropped, its reply read as Unavailable.
+    fn run(worker: &tokio::sync::Mutex<Self>, rx: &mpsc::Receiver<Msg>) {
+        while let Ok(msg) = rx.recv() {
             let mut this = worker.blocking_lock();
-            while let Some(msg) = mailbox.pop() {
+            this.handle(msg);
+            // What queued meanwhile runs under the same hold.
+            while let Ok(msg) = rx.try_recv() {
                 this.handle(msg);
             }
             if this.stopped {
-                mailbox.closed.store(true, Ordering::Release);
-                // Anything that raced in is answered as Unavailable (its reply is dropped).
-                mailbox.queue.lock().clear();
                 return;
             }
         }
@@ -578,31 +546,29 @@ impl Worker {
             }
             return;
         }
-        {
-            match msg {
-                Msg::Job(job) => {
-                    let result = self.execute(job.work, false);
-                    self.stats.calls.fetch_add(1, Ordering::Relaxed);
-                    job.reply.send(result);
-                }
-                Msg::Timer { id, payload } => {
-                    if self.env.timers.fire(id) {
-                        if let Err(e) = self.execute_timer(id, &payload) {
-                            tracing::warn!(server_type = %self.config.server_type, instance = self.index, timer = id, "on-timer failed: {e}");
-                        }
+        match msg {
+            Msg::Job(job) => {
+                let result = self.execute(job.work, false);
+                self.stats.calls.fetch_add(1, Ordering::Relaxed);
+                job.reply.send(result);
+            }
+            Msg::Timer { id, payload } => {
+                if self.env.timers.fire(id) {
+                    if let Err(e) = self.execute_timer(id, &payload) {
+                        tracing::warn!(server_type = %self.config.server_type, instance = self.index, timer = id, "on-timer failed: {e}");
                     }
                 }
-                Msg::Shutdown(done) => {
-                    self.set_tag("shutdown", 0);
-                    if let Some(slot) = self.slot.as_mut() {
-                        slot.store.set_epoch_deadline(self.deadline_ticks.saturating_mul(10));
-                        if let Err(e) = slot.bindings.kiwano_server_guest().call_shutdown(&mut slot.store) {
-                            tracing::warn!(server_type = %self.config.server_type, instance = self.index, "guest shutdown trapped: {e:#}");
-                        }
+            }
+            Msg::Shutdown(done) => {
+                self.set_tag("shutdown", 0);
+                if let Some(slot) = self.slot.as_mut() {
+                    slot.store.set_epoch_deadline(self.deadline_ticks.saturating_mul(10));
+                    if let Err(e) = slot.bindings.kiwano_server_guest().call_shutdown(&mut slot.store) {
+                        tracing::warn!(server_type = %self.config.server_type, instance = self.index, "guest shutdown trapped: {e:#}");
                     }
-                    self.stopped = true;
-                    let _ = done.send(());
                 }
+                self.stopped = true;
+                let _ = done.send(());
             }
         }
     }

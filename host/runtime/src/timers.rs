@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,7 +40,7 @@ impl Timers {
 pub(crate) struct TimerHandle {
     pub timers: Arc<Timers>,
     /// The instance's own queue.
-    pub mailbox: Arc<crate::pool::Mailbox>,
+    pub tx: mpsc::Sender<Msg>,
     /// The runtime that sleeps for the timers.
     pub rt: Option<tokio::runtime::Handle>,
 }
@@ -54,7 +55,7 @@ impl TimerHandle {
         let id = self.timers.next.fetch_add(1, Ordering::Relaxed) + 1;
         // Registered before the task exists, so even an immediate tick finds it live.
         self.timers.live.lock().insert(id, Entry { abort: None, repeat });
-        let mailbox = self.mailbox.clone();
+        let tx = self.tx.clone();
         let payload = Bytes::from(payload);
         let task = rt.spawn(async move {
             if repeat {
@@ -62,13 +63,13 @@ impl TimerHandle {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    if !mailbox.post(Msg::Timer { id, payload: payload.clone() }) {
+                    if tx.send(Msg::Timer { id, payload: payload.clone() }).is_err() {
                         return;
                     }
                 }
             } else {
                 tokio::time::sleep(d).await;
-                mailbox.post(Msg::Timer { id, payload });
+                let _ = tx.send(Msg::Timer { id, payload });
             }
         });
         if let Some(e) = self.timers.live.lock().get_mut(&id) {

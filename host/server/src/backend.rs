@@ -51,14 +51,14 @@ pub struct BackendSession {
 
 impl BackendSession {
     /// The session of a Sys RPC from frontend `frontend_id`.
-    pub fn new(cluster: Arc<Cluster>, session: &protos::Session, frontend_id: &str, me: (&str, &str), timeout: Duration) -> Self {
+    pub fn new(cluster: Arc<Cluster>, session: protos::Session, frontend_id: &str, me: (&str, &str), timeout: Duration) -> Self {
         Self {
             id: u64::try_from(session.id).unwrap_or(0),
             frontend_id: frontend_id.to_owned(),
             frontend_type: std::sync::OnceLock::new(),
             state: Mutex::new(State {
-                uid: (!session.uid.is_empty()).then(|| session.uid.clone()),
-                raw: session.data.clone(),
+                uid: (!session.uid.is_empty()).then_some(session.uid),
+                raw: session.data,
                 parsed: None,
                 dirty: false,
             }),

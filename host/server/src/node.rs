@@ -121,15 +121,15 @@ async fn forwarded(
         return Err(PitayaError::new(codes::BAD_REQUEST, format!("tried to request a notify route: {route}")));
     }
     let session = req.session.take().unwrap_or_default();
+    // Session ids are per frontend: the forwarded session is (frontend id, session id).
+    let session_key = hash((req.frontend_id.as_str(), session.id));
     let backend = Arc::new(BackendSession::new(
         shared.cluster.clone(),
-        &session,
+        session,
         &req.frontend_id,
         (&server.id, &server.name),
         shared.request_timeout,
     ));
-    // Session ids are per frontend: the forwarded session is (frontend id, session id).
-    let session_key = hash((req.frontend_id.as_str(), session.id));
     let key = match &server.affinity {
         Affinity::Session => Some(session_key),
         Affinity::Uid => Some(backend.uid().map_or(session_key, hash)),
