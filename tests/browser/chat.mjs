@@ -1,5 +1,7 @@
 // Drives examples/chat's own page in headless Chromium: two players join, one sends a message,
-// both see it. Usage: node chat.mjs <page url>. Prints a JSON summary; exits non-zero on failure.
+// both see it; then both stay joined past three heartbeat intervals (the page's own heartbeats
+// keep them) and chat again. Usage: node chat.mjs <page url>. Prints a JSON summary; exits
+// non-zero on failure.
 import { chromium } from 'playwright-core';
 
 const url = process.argv[2];
@@ -25,7 +27,17 @@ try {
   await bob.click('#send');
   await waitLine(alice, 'bob: hello from chromium');
   await waitLine(bob, 'bob: hello from chromium');
-  console.log(JSON.stringify({ alice: await lines(alice), bob: await lines(bob), bobMembers }));
+  // More than three intervals: the server's fourth heartbeat has reached both pages.
+  for (const page of [alice, bob]) {
+    await page.waitForFunction(() => window.chat.heartbeats >= 4, null, { timeout: 30000 });
+  }
+  const statuses = [await alice.textContent('#status'), await bob.textContent('#status')];
+  await alice.fill('#name', 'alice');
+  await alice.fill('#message', 'still here');
+  await alice.click('#send');
+  await waitLine(bob, 'alice: still here');
+  await waitLine(alice, 'alice: still here');
+  console.log(JSON.stringify({ alice: await lines(alice), bob: await lines(bob), bobMembers, statuses }));
   await browser.close();
 } catch (e) {
   console.error('browser test failed:', e.message);

@@ -262,10 +262,17 @@ pub async fn err_json(c: &mut Client, route: &str, body: serde_json::Value) -> P
 /// A project of `examples/`, started in-process with every acceptor (and the HTTP listener)
 /// moved to a free loopback port.
 pub async fn start_example(name: &str) -> Server {
+    start_example_with(name, &[]).await
+}
+
+/// Like [`start_example`], with config overrides given as `KIWANO_*` variables would be
+/// (`("KIWANO_PROTOCOL_HEARTBEAT_INTERVAL", "1s")`), without touching the environment.
+pub async fn start_example_with(name: &str, overrides: &[(&str, &str)]) -> Server {
     init_logs();
     let project = root().join("examples").join(name);
     let text = std::fs::read_to_string(project.join("kiwano.toml")).expect("example config");
-    let mut config = Config::parse(&text, "kiwano.toml", std::iter::empty()).expect("example config parses");
+    let env = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    let mut config = Config::parse(&text, "kiwano.toml", env).expect("example config parses");
     for st in config.servers.values_mut() {
         for a in &mut st.acceptors {
             a.address = "127.0.0.1:0".into();

@@ -30,6 +30,8 @@ export class PitayaClient {
     this.listeners = new Map();
     this.routeToCode = {};
     this.codeToRoute = {};
+    /** Heartbeats received from the server: the connection is alive. */
+    this.heartbeats = 0;
   }
 
   /** Connects, handshakes and acknowledges; resolves with the handshake response. */
@@ -55,6 +57,8 @@ export class PitayaClient {
           resolve(json);
         } else if (type === DATA) {
           await this.onData(body);
+        } else if (type === HEARTBEAT) {
+          this.heartbeats++;
         } else if (type === KICK) {
           this.emit('kick', {});
         }

@@ -31,6 +31,15 @@ use crate::router;
 use crate::session::{CloseReason, Session};
 use crate::transport::{ReadError, Transport};
 
+/// How long a client may send nothing before it is closed: two heartbeat intervals, as Pitaya,
+/// plus a second. Pitaya compares whole Unix seconds, which tolerates up to a second more than
+/// two intervals; without that margin a pomelo-style client, whose first heartbeat comes one
+/// interval after the server's first (two intervals after accept), is closed a few
+/// milliseconds before it arrives.
+pub fn liveness_limit(heartbeat: Duration) -> Duration {
+    heartbeat * 2 + Duration::from_secs(1)
+}
+
 /// Largest number of queued packets moved into one write.
 const WRITE_BATCH: usize = 64;
 
@@ -204,19 +213,13 @@ impl Connection {
                     return Poll::Ready(CloseReason::Shutdown);
                 }
             } else {
-                if self.tick.poll_tick(cx).is_ready() {
-                    if self.last_seen.elapsed() > self.shared.heartbeat * 2 {
-                        return Poll::Ready(CloseReason::HeartbeatTimeout);
-                    }
-                    self.transport.queue(packet::to_bytes(PacketType::Heartbeat, &[]).unwrap_or_default());
-                    progress = true;
-                }
                 if let Some(deadline) = self.handshake_deadline.as_mut() {
                     if deadline.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(CloseReason::HandshakeTimeout);
                     }
                 }
-                if self.queue.len() < self.shared.session.inbound_queue {
+                let reading = self.queue.len() < self.shared.session.inbound_queue;
+                if reading {
                     match self.transport.poll_read_packet(cx) {
                         Poll::Ready(Ok(Some(p))) => {
                             self.last_seen = Instant::now();
@@ -235,6 +238,19 @@ impl Connection {
                         Poll::Ready(Err(ReadError::Io(e))) => return Poll::Ready(CloseReason::ReadError(e)),
                         Poll::Pending => {}
                     }
+                }
+                // After the read: a packet that waited in the socket while this task was busy
+                // counts. While reading is paused (the session's queue is full) the client is
+                // not silent, it is not being listened to.
+                if self.tick.poll_tick(cx).is_ready() {
+                    if !reading {
+                        self.last_seen = Instant::now();
+                    }
+                    if self.last_seen.elapsed() > liveness_limit(self.shared.heartbeat) {
+                        return Poll::Ready(CloseReason::HeartbeatTimeout);
+                    }
+                    self.transport.queue(packet::to_bytes(PacketType::Heartbeat, &[]).unwrap_or_default());
+                    progress = true;
                 }
             }
             if !progress {

@@ -32,7 +32,7 @@ pub enum CloseReason {
     ReadError(String),
     /// The client broke the protocol; the connection was closed.
     Protocol(String),
-    /// No packet for more than two heartbeat intervals.
+    /// No packet for more than two heartbeat intervals and a second.
     HeartbeatTimeout,
     /// No handshake ack within the handshake deadline.
     HandshakeTimeout,
@@ -54,7 +54,7 @@ impl std::fmt::Display for CloseReason {
             Self::ClientClosed => f.write_str("client closed the connection"),
             Self::ReadError(e) => write!(f, "read failed: {e}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
-            Self::HeartbeatTimeout => f.write_str("heartbeat timeout: no packet for two heartbeat intervals"),
+            Self::HeartbeatTimeout => f.write_str("heartbeat timeout: no packet for two heartbeat intervals and a second"),
             Self::HandshakeTimeout => f.write_str("handshake timeout: no handshake ack before the deadline"),
             Self::HandshakeFailed(e) => write!(f, "handshake failed: {e}"),
             Self::Kicked => f.write_str("kicked"),
