@@ -45,6 +45,33 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Whether a newer session has bound this session's uid since this one did (the player
+    /// reconnected, or logged in on another device). In an `on_session_close` handler, a
+    /// displaced session must not undo what the newer one did; [`Context::leaving_uid`] says
+    /// it in one call. Always false on a backend.
+    pub fn displaced(&self) -> bool {
+        match &self.inner {
+            Inner::Host(c) => c.displaced(),
+            Inner::Mock(m) => m.displaced(),
+        }
+    }
+
+    /// The uid a closing session leaves behind: its uid, unless it has none or a newer session
+    /// has taken it over ([`Context::displaced`]). What an `on_session_close` handler cleans up
+    /// after:
+    ///
+    /// ```
+    /// # use kiwano_guest::{Context, groups};
+    /// fn leave(ctx: &Context) {
+    ///     if let Some(uid) = ctx.leaving_uid() {
+    ///         let _ = groups::remove("room", &uid);
+    ///     }
+    /// }
+    /// ```
+    pub fn leaving_uid(&self) -> Option<String> {
+        self.uid().filter(|_| !self.displaced())
+    }
+
     /// Binds a uid to the session; another session bound to it is kicked.
     ///
     /// # Errors

@@ -18,6 +18,7 @@ struct SessionState {
     data: serde_json::Map<String, serde_json::Value>,
     pushes: Vec<(String, Vec<u8>)>,
     kicked: bool,
+    displaced: bool,
     pins: Vec<(String, String)>,
 }
 
@@ -61,6 +62,12 @@ impl MockSession {
     /// Whether the session was kicked.
     pub fn kicked(&self) -> bool {
         self.state.borrow().kicked
+    }
+
+    /// Whether a newer session bound this session's uid since (see
+    /// [`Context::displaced`](crate::Context::displaced)).
+    pub fn displaced(&self) -> bool {
+        self.state.borrow().displaced
     }
 
     pub(crate) fn bind(&self, uid: &str) -> Result<(), Error> {
@@ -177,9 +184,13 @@ pub fn reset() {
     state(|m| *m = Mock::default());
 }
 
-/// Routes pushes and kicks for `uid` to `session`.
+/// Routes pushes and kicks for `uid` to `session`. A session that held the uid before is
+/// displaced, as on the host when a player reconnects.
 pub fn bind_user(uid: &str, session: &MockSession) {
-    state(|m| m.users.insert(uid.to_owned(), session.clone()));
+    let previous = state(|m| m.users.insert(uid.to_owned(), session.clone()));
+    if let Some(old) = previous.filter(|old| !Rc::ptr_eq(&old.state, &session.state)) {
+        old.state.borrow_mut().displaced = true;
+    }
 }
 
 /// Answers RPCs with `f(server_id, route, body)`; without one, RPCs fail with `PIT-500 no

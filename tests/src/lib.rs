@@ -241,6 +241,16 @@ pub async fn expect_closed(c: &mut Client, within: Duration) -> Vec<kiwano_proto
     got
 }
 
+/// Waits until `cond` holds, checking every few milliseconds; panics naming `what` after
+/// `within`. Tests wait on conditions like this, never on the machine being fast.
+pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "{what}: not true within {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// An error response's decoded error object (JSON serializer).
 pub fn error_of(m: &Message) -> PitayaError {
     assert!(m.error, "expected an error response, got {:?}", String::from_utf8_lossy(&m.data));

@@ -55,13 +55,60 @@ async fn forwarded_join_binds_pushes_and_broadcasts() {
     // Binding twice fails on the backend with the frontend's error.
     let e = err_json(&mut alice, "room.room.join", json!({"name": "again"})).await;
     assert_eq!(e, pe("RH-000", "session is already bound to an uid (\"alice\")", &[("failed", "bind")]));
-    // Alice leaves: the connector sees the close and tells the room (user RPC frontend → backend).
+    // Alice leaves: the connector sees the close and tells the room (user RPC frontend → backend)
+    // before the session is forgotten.
     drop(alice);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("alice's session forgotten", Duration::from_secs(10), || server.sessions().count() == 1).await;
     let mut carol = client(&server).await;
     ok_json(&mut carol, "room.room.join", json!({"name": "carol"})).await;
     let m = carol.next_message().await.unwrap();
     assert_eq!(&m.data[..], br#"{"members":["bob"]}"#);
+    server.shutdown().await;
+}
+
+/// Reads messages until one on `route` arrives; panics if the connection ends first.
+async fn next_on(c: &mut Client, route: &str) -> Message {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), c.next_message())
+            .await
+            .unwrap_or_else(|_| panic!("no {route} within 10s"))
+            .unwrap_or_else(|e| panic!("waiting for {route}: {e}"));
+        if m.route == route {
+            return m;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_who_reconnects_and_rejoins_stays_in_the_room() {
+    let server = start_example("cluster").await;
+    let mut watcher = client(&server).await;
+    ok_json(&mut watcher, "room.room.join", json!({"name": "watcher"})).await;
+    let mut player = client(&server).await;
+    ok_json(&mut player, "room.room.join", json!({"name": "p"})).await;
+    for round in 0..20 {
+        let mut again = client(&server).await;
+        // Both orders a reconnect takes: the old connection is gone before the new one joins
+        // (its close races the join), or it is still open and the join's bind kicks it.
+        let mut old = Some(player);
+        if round % 2 == 0 {
+            drop(old.take());
+        }
+        let joined = ok_json(&mut again, "room.room.join", json!({"name": "p"})).await;
+        assert_eq!(joined, json!({"code":0,"result":"success"}), "round {round}");
+        if let Some(mut old) = old {
+            let got = expect_closed(&mut old, Duration::from_secs(10)).await;
+            assert_eq!(got.last().map(|p| p.kind), Some(PacketType::Kick), "round {round}: the old connection is kicked");
+        }
+        // Until the old session's close handler has run and it is forgotten.
+        eventually("the old session forgotten", Duration::from_secs(10), || server.sessions().count() == 2).await;
+        let body = format!(r#"{{"name":"watcher","content":"round {round}"}}"#);
+        watcher.notify("room.room.message", body.as_bytes()).await.unwrap();
+        let m = next_on(&mut again, "onMessage").await;
+        assert_eq!(String::from_utf8_lossy(&m.data), body, "round {round}: the player is still in the room");
+        next_on(&mut watcher, "onMessage").await;
+        player = again;
+    }
     server.shutdown().await;
 }
 

@@ -91,6 +91,10 @@ pub enum ClientError {
     /// The server closed the connection.
     #[error("connection closed by the server")]
     Closed,
+    /// The connection was reset (TCP RST) rather than closed: what libpitaya reports as a
+    /// network failure.
+    #[error("connection reset")]
+    Reset,
     /// The server kicked the client.
     #[error("kicked by the server")]
     Kicked,
@@ -207,10 +211,14 @@ impl Client {
                 if let Some(p) = decoder.decode(buf).map_err(|e| ClientError::Protocol(e.to_string()))? {
                     return Ok(Some(p));
                 }
+                buf.reserve(decoder.missing(buf).clamp(4096, 1 << 20));
                 match io.read_buf(buf).await {
-                    Ok(0) => return Ok(None),
+                    Ok(0) if buf.is_empty() => return Ok(None),
+                    // A server must not stop in the middle of a packet (a kick, for one, follows
+                    // whole packets).
+                    Ok(0) => return Err(ClientError::Protocol(format!("connection closed inside a packet ({} bytes of it read)", buf.len()))),
                     Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Err(ClientError::Reset),
                     Err(e) => return Err(io_err(e)),
                 }
             },
@@ -221,7 +229,7 @@ impl Client {
                     | Some(Err(tokio_tungstenite::tungstenite::Error::AlreadyClosed)) => return Ok(None),
                     Some(Err(tokio_tungstenite::tungstenite::Error::Protocol(_))) => return Ok(None),
                     Some(Err(tokio_tungstenite::tungstenite::Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                        return Ok(None);
+                        return Err(ClientError::Reset);
                     }
                     Some(Err(e)) => return Err(io_err(e)),
                     Some(Ok(WsMessage::Binary(b))) => {

@@ -75,7 +75,7 @@ pub fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, ProtocolError> {
                 Status::StreamEnd => return Ok(out),
                 _ if out.len() == out.capacity() => {
                     // Room for one byte past the limit: that byte proves the limit was passed.
-                    let more = (max + 1 - out.len()).min(out.capacity().max(64));
+                    let more = (max.saturating_add(1) - out.len()).min(out.capacity().max(64));
                     out.reserve(more);
                 }
                 _ if (d.total_in(), d.total_out()) == before => {

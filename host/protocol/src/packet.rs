@@ -104,6 +104,10 @@ pub fn parse_header(h: [u8; HEADER_LEN], max_body: usize) -> Result<(PacketType,
 }
 
 /// Reassembles packets from a byte stream (TCP, TLS).
+///
+/// The decoder never reserves room for a body the header announces: the caller grows its buffer
+/// as bytes arrive (see [`PacketDecoder::missing`]), so a peer that announces a large body and
+/// sends little costs only what it sent.
 #[derive(Debug, Clone)]
 pub struct PacketDecoder {
     /// Largest body accepted; checked from the header before the body arrives.
@@ -116,6 +120,31 @@ impl PacketDecoder {
         Self { max_body: max_body.min(MAX_WIRE_BODY) }
     }
 
+    /// Changes the largest body accepted from the next header on (a server accepts a small
+    /// handshake first, then messages up to its body limit).
+    pub fn set_max_body(&mut self, max_body: usize) {
+        self.max_body = max_body.min(MAX_WIRE_BODY);
+    }
+
+    /// The largest body accepted.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// How many more bytes `buf` needs before the next packet is whole: the rest of the header,
+    /// or of the body the header announces (never more than the limit allows). 0 when a whole
+    /// packet is already there or the header is invalid (the next [`PacketDecoder::decode`]
+    /// returns it, or the error).
+    pub fn missing(&self, buf: &[u8]) -> usize {
+        if buf.len() < HEADER_LEN {
+            return HEADER_LEN - buf.len();
+        }
+        match parse_header([buf[0], buf[1], buf[2], buf[3]], self.max_body) {
+            Ok((_, size)) => (HEADER_LEN + size).saturating_sub(buf.len()),
+            Err(_) => 0,
+        }
+    }
+
     /// Takes the next whole packet off the front of `buf`, or `None` if more bytes are needed.
     ///
     /// # Errors
@@ -126,7 +155,6 @@ impl PacketDecoder {
         }
         let (kind, size) = parse_header([buf[0], buf[1], buf[2], buf[3]], self.max_body)?;
         if buf.len() < HEADER_LEN + size {
-            buf.reserve(HEADER_LEN + size - buf.len());
             return Ok(None);
         }
         buf.advance(HEADER_LEN);
@@ -180,6 +208,28 @@ mod tests {
         assert_eq!(dec.decode(&mut buf).unwrap(), None);
         buf.extend_from_slice(&[0, 0]);
         assert_eq!(dec.decode(&mut buf).unwrap().unwrap().kind, PacketType::HandshakeAck);
+    }
+
+    #[test]
+    fn never_reserves_what_was_not_received() {
+        let dec = PacketDecoder::new(1 << 20);
+        let mut buf = BytesMut::from(&[4u8, 0x10, 0, 0, 1, 2][..]);
+        let before = buf.capacity();
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        assert_eq!(buf.capacity(), before, "no room reserved for the announced 1 MiB body");
+        assert_eq!(dec.missing(&buf), (1 << 20) - 2);
+        assert_eq!(dec.missing(&[4, 0]), 2);
+        assert_eq!(dec.missing(&[9, 0, 0, 0]), 0, "an invalid header is left for decode to report");
+    }
+
+    #[test]
+    fn the_limit_can_change_between_packets() {
+        let mut dec = PacketDecoder::new(16);
+        let mut buf = BytesMut::from(&[1u8, 0, 0, 17][..]);
+        assert_eq!(dec.decode(&mut buf), Err(ProtocolError::BodyTooLarge { size: 17, max: 16 }));
+        dec.set_max_body(1024);
+        assert_eq!(dec.max_body(), 1024);
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
     }
 
     #[test]

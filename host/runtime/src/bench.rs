@@ -42,6 +42,9 @@ impl SessionHandle for BenchSession {
     fn bind(&self, _: &str) -> Result<(), GuestError> {
         Ok(())
     }
+    fn displaced(&self) -> bool {
+        false
+    }
     fn get(&self, _: &str) -> Option<String> {
         None
     }

@@ -56,6 +56,8 @@ pub trait SessionHandle: Send + Sync {
     /// # Errors
     /// An empty uid, an already bound session.
     fn bind(&self, uid: &str) -> Result<(), GuestError>;
+    /// Whether a newer session has bound this session's uid since (see the WIT `displaced`).
+    fn displaced(&self) -> bool;
     /// One data value as JSON text.
     fn get(&self, key: &str) -> Option<String>;
     /// Sets one data value from JSON text.
@@ -449,6 +451,10 @@ impl context::HostCallContext for HostState {
 
     fn bind(&mut self, ctx: Resource<CallToken>, uid: String) -> Result<(), types::Error> {
         self.with(&ctx, |s| s.bind(&uid))
+    }
+
+    fn displaced(&mut self, ctx: Resource<CallToken>) -> bool {
+        self.session(&ctx).is_ok_and(|s| s.displaced())
     }
 
     fn get(&mut self, ctx: Resource<CallToken>, key: String) -> Option<String> {

@@ -17,7 +17,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Caps};
 use crate::config::{AcceptorKind, AffinitySetting, Config, SessionConfig};
+use crate::faults::FaultLog;
 use crate::cluster::{Cluster, ServerInfo};
 use crate::connection;
 use crate::node::Node;
@@ -34,15 +36,23 @@ pub enum StartError {
     /// The Wasm engine or a component.
     #[error(transparent)]
     Runtime(#[from] kiwano_runtime::RuntimeError),
-    /// A listener could not bind.
-    #[error("server type {server_type}: cannot listen on {address}: {source}")]
+    /// An acceptor could not bind.
+    #[error("server type {server_type}: cannot listen on {address}: {cause}")]
     Bind {
         /// The server type.
         server_type: String,
         /// The address.
         address: String,
+        /// Why (in the message, not a separate source: it would be printed twice).
+        cause: std::io::Error,
+    },
+    /// The HTTP listener could not bind.
+    #[error("the HTTP listener (app.http) cannot listen on {address}: {cause}")]
+    HttpBind {
+        /// The address.
+        address: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// TLS files.
     #[error("server type {server_type}: {msg}")]
@@ -65,6 +75,8 @@ pub struct Shared {
     pub heartbeat: Duration,
     /// Accept → handshake ack deadline.
     pub handshake_timeout: Duration,
+    /// Largest handshake request.
+    pub max_handshake: usize,
     /// Queue sizes and write deadline.
     pub session: SessionConfig,
     /// All sessions.
@@ -77,6 +89,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Discovery and RPC.
     pub cluster: Arc<Cluster>,
+    /// Peer faults, summarised.
+    pub faults: FaultLog,
     /// Deadline of forwarded messages and RPCs.
     pub request_timeout: Duration,
 }
@@ -199,12 +213,14 @@ impl Server {
             handshake,
             heartbeat: p.heartbeat_interval,
             handshake_timeout: p.handshake_timeout,
+            max_handshake: p.max_handshake.min(p.max_body),
             session: config.session.clone(),
             sessions,
             types,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             cluster: cluster.clone(),
+            faults: FaultLog::default(),
             request_timeout: config.cluster.request_timeout,
         });
         // Join the cluster: every server type of the process is a server the others reach over
@@ -224,19 +240,26 @@ impl Server {
         let accept_loops = TaskTracker::new();
         let mut http = None;
         if !config.app.http.is_empty() {
-            let listener = TcpListener::bind(&config.app.http).await.map_err(|source| StartError::Bind {
-                server_type: "http".into(),
-                address: config.app.http.clone(),
-                source,
-            })?;
+            let listener = TcpListener::bind(&config.app.http)
+                .await
+                .map_err(|cause| StartError::HttpBind { address: config.app.http.clone(), cause })?;
             http = listener.local_addr().ok();
             let root = Config::resolve(project, &config.app.web_root);
             tracing::info!(address = ?http, root = %root.display(), "serving the web client under /web/");
             accept_loops.spawn(crate::http::serve(listener, root, shared.shutdown.clone()));
         }
         accept_loops.spawn(sweep_groups(services.clone(), config.groups.sweep_interval, shared.shutdown.clone()));
+        let faults = shared.clone();
+        accept_loops.spawn(async move { faults.faults.run(faults.shutdown.clone()).await });
         let mut acceptors = Vec::new();
         for (name, st) in &config.servers {
+            let caps = Caps {
+                connections: st.max_connections,
+                per_address: st.max_connections_per_address,
+                handshaking: st.max_handshaking,
+            };
+            // One count per frontend, over all of its acceptors.
+            let admission = Admission::new(caps);
             for a in &st.acceptors {
                 let tls = match a.kind {
                     AcceptorKind::Tls | AcceptorKind::Wss => Some(
@@ -245,19 +268,13 @@ impl Server {
                     ),
                     _ => None,
                 };
-                let listener = TcpListener::bind(&a.address).await.map_err(|source| StartError::Bind {
-                    server_type: name.clone(),
-                    address: a.address.clone(),
-                    source,
-                })?;
-                let address = listener.local_addr().map_err(|source| StartError::Bind {
-                    server_type: name.clone(),
-                    address: a.address.clone(),
-                    source,
-                })?;
+                let bind_error = |cause| StartError::Bind { server_type: name.clone(), address: a.address.clone(), cause };
+                let listener = TcpListener::bind(&a.address).await.map_err(bind_error)?;
+                let address = listener.local_addr().map_err(bind_error)?;
                 tracing::info!(server_type = %name, kind = ?a.kind, %address, "listening");
                 acceptors.push(BoundAcceptor { server_type: name.clone(), kind: a.kind, address });
-                accept_loops.spawn(accept_loop(shared.clone(), name.as_str().into(), listener, a.kind, tls));
+                let acceptor = Acceptor { frontend: name.as_str().into(), kind: a.kind, tls, admission: admission.clone() };
+                accept_loops.spawn(accept_loop(shared.clone(), listener, acceptor));
             }
         }
         Ok(Self { shared, acceptors, accept_loops, shutdown_timeout: config.app.shutdown_timeout, id, runtime, services, http })
@@ -357,17 +374,33 @@ async fn sweep_groups(services: Arc<Services>, every: Duration, shutdown: Cancel
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, frontend: Arc<str>, listener: TcpListener, kind: AcceptorKind, tls: Option<TlsAcceptor>) {
+/// What an accept loop needs to take a connection in.
+#[derive(Clone)]
+struct Acceptor {
+    frontend: Arc<str>,
+    kind: AcceptorKind,
+    tls: Option<TlsAcceptor>,
+    admission: Arc<Admission>,
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, acceptor: Acceptor) {
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    shared.tracker.spawn(accept(shared.clone(), frontend.clone(), stream, peer, kind, tls.clone()));
-                }
+                // Over a cap: closed before any byte of it is read.
+                Ok((stream, peer)) => match acceptor.admission.admit(peer.ip()) {
+                    Ok(ticket) => {
+                        shared.tracker.spawn(accept(shared.clone(), acceptor.clone(), stream, peer, ticket));
+                    }
+                    Err(refusal) => {
+                        drop(stream);
+                        shared.faults.report("connection refused", || format!("{peer} refused by {}: {refusal}", acceptor.frontend));
+                    }
+                },
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(server_type = %frontend, "accept failed: {e}");
+                    tracing::warn!(server_type = %acceptor.frontend, "accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -375,33 +408,29 @@ async fn accept_loop(shared: Arc<Shared>, frontend: Arc<str>, listener: TcpListe
     }
 }
 
-async fn accept(
-    shared: Arc<Shared>,
-    frontend: Arc<str>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    kind: AcceptorKind,
-    tls: Option<TlsAcceptor>,
-) {
+async fn accept(shared: Arc<Shared>, acceptor: Acceptor, stream: TcpStream, peer: SocketAddr, ticket: crate::admission::Ticket) {
     // The handshake deadline covers TLS and the WebSocket upgrade.
     let deadline = Instant::now() + shared.handshake_timeout;
     let _ = stream.set_nodelay(true);
-    let max_body = shared.wire.max_body;
+    // Until the Pitaya handshake, a packet may be no larger than a handshake.
+    let (first_max, max_body) = (shared.max_handshake, shared.wire.max_body);
+    let max_packet = shared.session.outgoing_queue_bytes;
+    let kind = acceptor.kind;
     let setup = async {
-        let io: Box<dyn crate::transport::Stream> = match (&tls, kind) {
+        let io: Box<dyn crate::transport::Stream> = match (&acceptor.tls, kind) {
             (Some(tls), AcceptorKind::Tls | AcceptorKind::Wss) => {
                 Box::new(tls.accept(stream).await.map_err(|e| format!("tls handshake failed: {e}"))?)
             }
             _ => Box::new(stream),
         };
         match kind {
-            AcceptorKind::Tcp | AcceptorKind::Tls => Ok(Transport::stream(io, max_body)),
-            AcceptorKind::Ws | AcceptorKind::Wss => Transport::websocket(io, max_body).await,
+            AcceptorKind::Tcp | AcceptorKind::Tls => Ok(Transport::stream(io, first_max)),
+            AcceptorKind::Ws | AcceptorKind::Wss => Transport::websocket(io, first_max, max_body, max_packet).await,
         }
     };
     match tokio::time::timeout_at(deadline, setup).await {
-        Ok(Ok(transport)) => connection::run(shared, frontend, transport, peer, deadline).await,
-        Ok(Err(e)) => tracing::debug!(%peer, "connection setup failed: {e}"),
-        Err(_) => tracing::debug!(%peer, "handshake timeout during connection setup"),
+        Ok(Ok(transport)) => connection::run(shared, acceptor.frontend, transport, peer, deadline, ticket).await,
+        Ok(Err(e)) => shared.faults.report("connection setup failed", || format!("{peer}: {e}")),
+        Err(_) => shared.faults.report("handshake timeout", || format!("{peer}: handshake timeout during connection setup")),
     }
 }

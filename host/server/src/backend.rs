@@ -146,6 +146,11 @@ impl SessionHandle for BackendSession {
         Ok(())
     }
 
+    /// A backend never sees a session close; only its frontend can tell.
+    fn displaced(&self) -> bool {
+        false
+    }
+
     fn get(&self, key: &str) -> Option<String> {
         self.state.lock().data().get(key).map(Value::to_string)
     }

@@ -98,6 +98,10 @@ pub struct ProtocolConfig {
     pub handshake_timeout: Duration,
     /// Largest packet body accepted, checked from the header; also caps inflated payloads.
     pub max_body: usize,
+    /// Largest handshake request accepted (a packet before the handshake is refused from its
+    /// header when it announces more; `max_body` if smaller); the handshake is kept for the
+    /// life of the session.
+    pub max_handshake: usize,
     /// Compress the handshake and payloads with zlib when shorter
     /// (`pitaya.handler.messages.compression`).
     pub compression: bool,
@@ -115,6 +119,7 @@ impl Default for ProtocolConfig {
             heartbeat_interval: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
+            max_handshake: 16 << 10,
             compression: true,
             compression_min_size: 128,
             serializer: Serializer::Json,
@@ -130,17 +135,27 @@ pub struct SessionConfig {
     /// Packets queued for a client before it is disconnected as too slow
     /// (`pitaya.buffer.agent.messages`).
     pub outgoing_queue: usize,
+    /// Bytes queued for a client (and not yet written) before it is disconnected as too slow.
+    pub outgoing_queue_bytes: usize,
     /// Deadline of one socket write (`pitaya.buffer.agent.conntimeout`); a client that does
     /// not take its bytes in time is disconnected.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
     /// Messages of one session waiting for dispatch before the server stops reading from it.
     pub inbound_queue: usize,
+    /// Bytes of those messages (payloads after inflation) before the server stops reading.
+    pub inbound_queue_bytes: usize,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { outgoing_queue: 100, write_timeout: Duration::from_secs(10), inbound_queue: 64 }
+        Self {
+            outgoing_queue: 100,
+            outgoing_queue_bytes: 4 << 20,
+            write_timeout: Duration::from_secs(10),
+            inbound_queue: 64,
+            inbound_queue_bytes: 1 << 20,
+        }
     }
 }
 
@@ -225,6 +240,13 @@ pub struct ServerTypeConfig {
     pub config: toml::Table,
     /// Where clients connect.
     pub acceptors: Vec<AcceptorConfig>,
+    /// Connections a frontend holds at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Connections from one IP address a frontend holds at once.
+    pub max_connections_per_address: usize,
+    /// Connections that have not finished the Pitaya handshake (TLS and WebSocket upgrade
+    /// included) a frontend holds at once.
+    pub max_handshaking: usize,
 }
 
 impl Default for ServerTypeConfig {
@@ -243,6 +265,9 @@ impl Default for ServerTypeConfig {
             max_response: 1 << 20,
             config: toml::Table::new(),
             acceptors: Vec::new(),
+            max_connections: 100_000,
+            max_connections_per_address: 1024,
+            max_handshaking: 4096,
         }
     }
 }
@@ -332,6 +357,12 @@ impl Config {
         if self.session.inbound_queue == 0 {
             return bad("session.inbound_queue".into(), "must be at least 1");
         }
+        if self.session.inbound_queue_bytes == 0 {
+            return bad("session.inbound_queue_bytes".into(), "must be at least 1");
+        }
+        if self.protocol.max_handshake < 64 {
+            return bad("protocol.max_handshake".into(), "must be at least 64");
+        }
         if !self.app.http.is_empty() && self.app.http.parse::<SocketAddr>().is_err() {
             return bad("app.http".into(), &format!("{:?} is not an ip:port address", self.app.http));
         }
@@ -357,6 +388,31 @@ impl Config {
             }
             if s.call_timeout.is_zero() {
                 return bad(key("call_timeout"), "must be more than 0");
+            }
+            if s.memory_limit > self.runtime.max_memory {
+                return bad(
+                    key("memory_limit"),
+                    &format!("{} bytes is more than `runtime.max_memory` ({} bytes)", s.memory_limit, self.runtime.max_memory),
+                );
+            }
+            // Room for the response's packet header, flag, id and route around the body.
+            if s.max_response.saturating_add(1024) > self.session.outgoing_queue_bytes {
+                return bad(
+                    key("max_response"),
+                    &format!(
+                        "a response of {} bytes would not fit `session.outgoing_queue_bytes` ({} bytes, which must exceed it by 1024)",
+                        s.max_response, self.session.outgoing_queue_bytes
+                    ),
+                );
+            }
+            for (k, v) in [
+                ("max_connections", s.max_connections),
+                ("max_connections_per_address", s.max_connections_per_address),
+                ("max_handshaking", s.max_handshaking),
+            ] {
+                if v == 0 {
+                    return bad(key(k), "must be at least 1");
+                }
             }
             if s.frontend && s.acceptors.is_empty() {
                 return bad(key("acceptors"), "a frontend server type needs at least one acceptor");
@@ -532,6 +588,18 @@ mod tests {
         assert!(e.contains("KIWANO_PROTOCOL_NOPE"), "{e}");
         let e = parse(&ECHO.replace("\"tcp\"", "\"udp\""), &[]).unwrap_err().to_string();
         assert!(e.contains("servers.echo.acceptors[0].kind") || e.contains("servers.echo.acceptors"), "{e}");
+    }
+
+    #[test]
+    fn a_memory_limit_above_the_engine_maximum_names_both_keys() {
+        let with = |line: &str| ECHO.replace("component = \"echo.wasm\"", &format!("component = \"echo.wasm\"\n{line}"));
+        let e = parse(&with("memory_limit = 2147483648"), &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "config key `servers.echo.memory_limit`: 2147483648 bytes is more than `runtime.max_memory` (1073741824 bytes)"
+        );
+        let e = parse(&with("max_response = 4194304"), &[]).unwrap_err().to_string();
+        assert!(e.starts_with("config key `servers.echo.max_response`") && e.contains("session.outgoing_queue_bytes"), "{e}");
     }
 
     #[test]

@@ -26,10 +26,21 @@ use kiwano_protocol::{Message, MessageType};
 
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
+use crate::admission::Ticket;
 use crate::app::Shared;
 use crate::router;
 use crate::session::{CloseReason, Session};
 use crate::transport::{ReadError, Transport};
+
+/// The close that a failed read leads to.
+fn read_failed(e: ReadError) -> CloseReason {
+    match e {
+        ReadError::Protocol(e) => CloseReason::Protocol(e.to_string()),
+        ReadError::Limit(e) => CloseReason::Limit(e),
+        ReadError::Gone(e) => CloseReason::Gone(e),
+        ReadError::Io(e) => CloseReason::ReadError(e),
+    }
+}
 
 /// How long a client may send nothing before it is closed: two heartbeat intervals, as Pitaya,
 /// plus a second. Pitaya compares whole Unix seconds, which tolerates up to a second more than
@@ -72,9 +83,25 @@ fn dispatch(shared: &Arc<Shared>, frontend: &Arc<str>, session: &Arc<Session>, m
     Box::pin(async move { router::dispatch(&shared, &frontend, &session, msg).await })
 }
 
-/// Serves one connection to its end. `deadline` is the handshake deadline, counted from accept.
-pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, transport: Transport, remote: std::net::SocketAddr, deadline: Instant) {
-    let session = shared.sessions.create(remote, shared.session.outgoing_queue, shared.wire.clone());
+/// Largest number of bytes moved from the session's queue into one write (at least one packet).
+const WRITE_BATCH_BYTES: usize = 256 << 10;
+
+/// How long a closing connection waits for its client to close too, reading and dropping what
+/// it still sends, so that the socket closes without a reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves one connection to its end. `deadline` is the handshake deadline, counted from accept;
+/// `ticket` holds the connection's place among the frontend's connections.
+pub async fn run(
+    shared: Arc<Shared>,
+    frontend: Arc<str>,
+    transport: Transport,
+    remote: std::net::SocketAddr,
+    deadline: Instant,
+    ticket: Ticket,
+) {
+    let limits = &shared.session;
+    let session = shared.sessions.create(remote, limits.outgoing_queue, limits.outgoing_queue_bytes, shared.wire.clone());
     // A connection accepted while shutdown began: its session may have missed the close.
     if shared.shutdown.is_cancelled() {
         session.close(CloseReason::Shutdown);
@@ -92,21 +119,23 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, transport: Transport, 
         phase: Phase::Start,
         current: None,
         queue: VecDeque::new(),
+        queued_bytes: 0,
+        in_flight: 0,
         tick,
         last_seen: Instant::now(),
         handshake_deadline: Some(Box::pin(tokio::time::sleep_until(deadline))),
         write_deadline: None,
         draining: false,
+        ticket,
     };
     let reason = std::future::poll_fn(|cx| conn.poll(cx)).await;
     let write_timeout = shared.session.write_timeout;
     match &reason {
-        // Kick bypasses the queue; the connection closes even if this write fails. After part
-        // of a packet is on the wire nothing else can be written.
-        CloseReason::Kicked if !conn.transport.torn() => {
-            conn.transport.discard_queued();
-            let kick = packet::to_bytes(PacketType::Kick, &[]).unwrap_or_default();
-            let _ = tokio::time::timeout(write_timeout, conn.transport.write(&[kick])).await;
+        // A kick follows whole packets: what is not started is dropped, the packet in progress
+        // is finished, then the kick goes out (all within the write deadline), then the close.
+        CloseReason::Kicked => {
+            conn.transport.replace_queued(packet::to_bytes(PacketType::Kick, &[]).unwrap_or_default());
+            let _ = tokio::time::timeout(write_timeout, conn.transport.write(&[])).await;
         }
         // The handshake's error response is queued: send it before closing.
         CloseReason::HandshakeFailed(_) => {
@@ -114,16 +143,18 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, transport: Transport, 
         }
         _ => {}
     }
-    match &reason {
-        CloseReason::ClientClosed | CloseReason::Shutdown => tracing::debug!(session = id, %remote, "closed: {reason}"),
-        CloseReason::Kicked => tracing::info!(session = id, %remote, "closed: {reason}"),
-        _ => tracing::warn!(session = id, %remote, "closed: {reason}"),
+    let uid = session.uid();
+    match reason.fault() {
+        Some(kind) => shared.faults.report(kind, || format!("session {id} ({remote}) closed: {reason}")),
+        None if reason == CloseReason::Kicked => tracing::info!(session = id, uid, %remote, "closed: {reason}"),
+        None => tracing::debug!(session = id, uid, %remote, "closed: {reason}"),
     }
     session.close(reason);
     session.mark_closed();
-    let Connection { mut transport, current, queue, phase, .. } = conn;
-    transport.close(Duration::from_millis(200)).await;
+    let Connection { mut transport, current, queue, phase, ticket, .. } = conn;
+    transport.close(LINGER).await;
     drop(transport);
+    drop(ticket);
     // The messages already received are still handled, in order; then the guest hears of the
     // close (on-session-close runs after the session's last message); then the session is
     // forgotten.
@@ -149,6 +180,11 @@ pub async fn run(shared: Arc<Shared>, frontend: Arc<str>, transport: Transport, 
     });
 }
 
+/// The bytes a queued message holds.
+fn size_of(m: &Message) -> usize {
+    m.data.len() + m.route.len()
+}
+
 struct Connection {
     shared: Arc<Shared>,
     frontend: Arc<str>,
@@ -158,6 +194,11 @@ struct Connection {
     /// The session's FIFO: the message being handled, and those waiting behind it.
     current: Option<Dispatch>,
     queue: VecDeque<Message>,
+    /// Bytes of the messages in `queue` (payloads after inflation): reading stops past
+    /// `session.inbound_queue_bytes`.
+    queued_bytes: usize,
+    /// Bytes moved from the session's queue into the transport and not yet written.
+    in_flight: usize,
     tick: Interval,
     last_seen: Instant,
     /// Until the handshake ack.
@@ -166,6 +207,8 @@ struct Connection {
     write_deadline: Option<Pin<Box<Sleep>>>,
     /// Shutting down: no more reading; what is queued is handled and written.
     draining: bool,
+    /// This connection's place among the frontend's connections.
+    ticket: Ticket,
 }
 
 impl Connection {
@@ -184,18 +227,24 @@ impl Connection {
             }
             if let Some(f) = self.current.as_mut() {
                 if f.as_mut().poll(cx).is_ready() {
-                    self.current = self.queue.pop_front().map(|m| dispatch(&self.shared, &self.frontend, &self.session, m));
+                    self.current = self.queue.pop_front().map(|m| {
+                        self.queued_bytes -= size_of(&m);
+                        dispatch(&self.shared, &self.frontend, &self.session, m)
+                    });
                     progress = true;
                 }
             }
             if !self.transport.has_queued() {
                 let transport = &mut self.transport;
-                progress |= self.session.out.drain(|p| transport.queue(p), WRITE_BATCH) > 0;
+                let moved = self.session.out.drain(|p| transport.queue(p), WRITE_BATCH, WRITE_BATCH_BYTES);
+                self.in_flight += moved;
+                progress |= moved > 0;
             }
             if self.transport.has_queued() {
                 match self.transport.poll_write_queued(cx) {
                     Poll::Ready(Ok(())) => {
                         self.write_deadline = None;
+                        self.session.out.written(std::mem::take(&mut self.in_flight));
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::WriteError(e)),
@@ -218,7 +267,8 @@ impl Connection {
                         return Poll::Ready(CloseReason::HandshakeTimeout);
                     }
                 }
-                let reading = self.queue.len() < self.shared.session.inbound_queue;
+                let limits = &self.shared.session;
+                let reading = self.queue.len() < limits.inbound_queue && self.queued_bytes < limits.inbound_queue_bytes;
                 if reading {
                     match self.transport.poll_read_packet(cx) {
                         Poll::Ready(Ok(Some(p))) => {
@@ -229,13 +279,15 @@ impl Connection {
                                 Next::Dispatch(m) if self.current.is_none() => {
                                     self.current = Some(dispatch(&self.shared, &self.frontend, &self.session, m));
                                 }
-                                Next::Dispatch(m) => self.queue.push_back(m),
+                                Next::Dispatch(m) => {
+                                    self.queued_bytes += size_of(&m);
+                                    self.queue.push_back(m);
+                                }
                                 Next::Close(reason) => return Poll::Ready(reason),
                             }
                         }
                         Poll::Ready(Ok(None)) => return Poll::Ready(CloseReason::ClientClosed),
-                        Poll::Ready(Err(ReadError::Protocol(e))) => return Poll::Ready(CloseReason::Protocol(e.to_string())),
-                        Poll::Ready(Err(ReadError::Io(e))) => return Poll::Ready(CloseReason::ReadError(e)),
+                        Poll::Ready(Err(e)) => return Poll::Ready(read_failed(e)),
                         Poll::Pending => {}
                     }
                 }
@@ -249,6 +301,7 @@ impl Connection {
                     if self.last_seen.elapsed() > liveness_limit(self.shared.heartbeat) {
                         return Poll::Ready(CloseReason::HeartbeatTimeout);
                     }
+                    self.transport.tick();
                     self.transport.queue(packet::to_bytes(PacketType::Heartbeat, &[]).unwrap_or_default());
                     progress = true;
                 }
@@ -281,6 +334,7 @@ impl Connection {
                 }
                 self.phase = Phase::Working;
                 self.handshake_deadline = None;
+                self.ticket.handshaken();
                 Next::Continue
             }
             PacketType::Heartbeat => Next::Continue,
@@ -298,6 +352,8 @@ impl Connection {
             Ok(h) => {
                 self.session.set_handshake(h.to_json());
                 self.transport.queue(packet::to_bytes(PacketType::Handshake, self.shared.handshake.ok()).unwrap_or_default());
+                // The handshake limit held until now; messages may be as large as the body limit.
+                self.transport.set_max_body(self.shared.wire.max_body);
                 self.phase = Phase::Handshaken;
                 Next::Continue
             }

@@ -6,11 +6,14 @@
 //! [`session`] → [`router`] (routes and the error table) → the runtime's pools. [`app`] wires
 //! them together from a [`config::Config`]; [`project`] builds a project's components.
 
+pub mod admission;
 pub mod app;
 pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod faults;
+pub mod frame_gate;
 pub mod groups;
 pub mod http;
 pub mod node;

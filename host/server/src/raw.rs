@@ -59,7 +59,7 @@ async fn accept(listener: TcpListener, websocket: bool, raw: Arc<Raw>) {
         tokio::spawn(async move {
             let io: Box<dyn crate::transport::Stream> = Box::new(stream);
             let transport = if websocket {
-                match Transport::websocket(io, raw.wire.max_body).await {
+                match Transport::websocket(io, raw.wire.max_body, raw.wire.max_body, raw.wire.max_body + 1024).await {
                     Ok(t) => t,
                     Err(_) => return,
                 }

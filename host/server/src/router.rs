@@ -99,8 +99,11 @@ pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, m
     let request = msg.kind == MessageType::Request;
     let result = call(shared, frontend, session, &msg).await;
     if !request {
+        // The client never hears of it: the log is the only place it shows (Pitaya logs it as
+        // an error too). A client can make its notifies fail at will, so repeats are counted.
         if let Err(e) = result {
-            tracing::debug!(session = session.id(), route = %msg.route, "notify failed: {e}");
+            let (id, uid) = (session.id(), session.uid());
+            shared.faults.report("notify failed", || format!("session {id} (uid {uid:?}): notify {} failed: {e}", msg.route));
         }
         return;
     }
@@ -111,8 +114,14 @@ pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, m
         }),
         Err(e) => shared.wire.error(msg.id, &e),
     };
-    // A closed session or a full queue is already handled by `send`.
-    let _ = session.send(packet);
+    // A closed session or a full queue is already handled by `send`; a response larger than
+    // the session's whole outgoing budget is answered with an error instead.
+    if let Err(e) = session.send(packet) {
+        if e.code == codes::BAD_REQUEST {
+            tracing::warn!(session = session.id(), route = %msg.route, "cannot send the response: {}", e.msg);
+            let _ = session.send(shared.wire.error(msg.id, &internal(&msg.route)));
+        }
+    }
 }
 
 fn internal(route: &str) -> PitayaError {

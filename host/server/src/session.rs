@@ -28,8 +28,12 @@ use crate::wire::Wire;
 pub enum CloseReason {
     /// The client closed the connection.
     ClientClosed,
-    /// Reading failed (reset, truncated packet…).
+    /// Reading failed.
     ReadError(String),
+    /// The connection was reset or dropped without a close: an ordinary disconnect.
+    Gone(String),
+    /// The client did more than a connection is allowed.
+    Limit(String),
     /// The client broke the protocol; the connection was closed.
     Protocol(String),
     /// No packet for more than two heartbeat intervals and a second.
@@ -53,6 +57,8 @@ impl std::fmt::Display for CloseReason {
         match self {
             Self::ClientClosed => f.write_str("client closed the connection"),
             Self::ReadError(e) => write!(f, "read failed: {e}"),
+            Self::Gone(e) => write!(f, "connection lost: {e}"),
+            Self::Limit(e) => write!(f, "limit exceeded: {e}"),
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::HeartbeatTimeout => f.write_str("heartbeat timeout: no packet for two heartbeat intervals and a second"),
             Self::HandshakeTimeout => f.write_str("handshake timeout: no handshake ack before the deadline"),
@@ -61,6 +67,23 @@ impl std::fmt::Display for CloseReason {
             Self::SlowClient => f.write_str("outgoing queue full: the client does not read its messages"),
             Self::WriteError(e) => write!(f, "write failed: {e}"),
             Self::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+impl CloseReason {
+    /// The kind of peer fault this close is, for the fault log; `None` for ordinary closes
+    /// (the client left, lost its network or went silent; a kick; shutdown).
+    pub fn fault(&self) -> Option<&'static str> {
+        match self {
+            Self::ClientClosed | Self::Gone(_) | Self::HeartbeatTimeout | Self::Kicked | Self::Shutdown => None,
+            Self::ReadError(_) => Some("read failed"),
+            Self::Protocol(_) => Some("protocol error"),
+            Self::Limit(_) => Some("limit exceeded"),
+            Self::HandshakeTimeout => Some("handshake timeout"),
+            Self::HandshakeFailed(_) => Some("handshake failed"),
+            Self::SlowClient => Some("slow client"),
+            Self::WriteError(_) => Some("write failed"),
         }
     }
 }
@@ -125,46 +148,86 @@ impl CloseSignal {
     }
 }
 
-/// The bounded queue of packets waiting for the connection's writer. Allocation-free while
-/// empty and unused, so an idle connection costs little.
+/// The queue of packets waiting for the connection's writer, bounded in packets and in bytes.
+/// The byte count covers the packets handed to the writer until it reports them written, so
+/// what a client has not taken is bounded as a whole. Allocation-free while empty and unused,
+/// so an idle connection costs little.
 pub(crate) struct OutQueue {
-    queue: Mutex<VecDeque<Bytes>>,
+    queue: Mutex<Queued>,
     cap: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Queued {
+    packets: VecDeque<Bytes>,
+    /// Bytes of `packets` and of those drained and not yet written.
+    bytes: usize,
+}
+
+/// Why a packet could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The queue is full (in packets or bytes): the client does not read.
+    Full,
+    /// This one packet is larger than the whole byte budget.
+    TooLarge,
 }
 
 impl OutQueue {
-    fn new(cap: usize) -> Self {
-        Self { queue: Mutex::new(VecDeque::new()), cap }
+    fn new(cap: usize, max_bytes: usize) -> Self {
+        Self { queue: Mutex::new(Queued::default()), cap, max_bytes }
     }
 
-    /// Queues a packet; false when the queue is full.
-    fn push(&self, p: Bytes) -> bool {
-        let mut q = self.queue.lock();
-        if q.len() >= self.cap {
-            return false;
+    /// Queues a packet.
+    fn push(&self, p: Bytes) -> Result<(), Refused> {
+        if p.len() > self.max_bytes {
+            return Err(Refused::TooLarge);
         }
-        q.push_back(p);
-        true
+        let mut q = self.queue.lock();
+        if q.packets.len() >= self.cap || q.bytes + p.len() > self.max_bytes {
+            return Err(Refused::Full);
+        }
+        q.bytes += p.len();
+        q.packets.push_back(p);
+        Ok(())
     }
 
     /// Whether nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
-        self.queue.lock().is_empty()
+        self.queue.lock().packets.is_empty()
     }
 
-    /// Moves up to `max` queued packets into `into`; returns how many.
-    pub(crate) fn drain(&self, mut into: impl FnMut(Bytes), max: usize) -> usize {
+    /// Moves queued packets into `into`, up to `max` packets and about `max_bytes` bytes (at
+    /// least one packet); returns their total size, to be given back to
+    /// [`OutQueue::written`] once the writer is done with them.
+    pub(crate) fn drain(&self, mut into: impl FnMut(Bytes), max: usize, max_bytes: usize) -> usize {
         let mut q = self.queue.lock();
-        let n = q.len().min(max);
-        q.drain(..n).for_each(&mut into);
-        if q.is_empty() && q.capacity() > 16 {
-            *q = VecDeque::new();
+        let mut size = 0;
+        for _ in 0..max {
+            if size >= max_bytes {
+                break;
+            }
+            let Some(p) = q.packets.pop_front() else { break };
+            size += p.len();
+            into(p);
         }
-        n
+        if q.packets.is_empty() && q.packets.capacity() > 16 {
+            q.packets = VecDeque::new();
+        }
+        size
+    }
+
+    /// The writer is done with `bytes` drained bytes.
+    pub(crate) fn written(&self, bytes: usize) {
+        let mut q = self.queue.lock();
+        q.bytes = q.bytes.saturating_sub(bytes);
     }
 }
 
 struct State {
+    /// A newer session bound this session's uid (a reconnect, a second device).
+    displaced: bool,
     /// Server pinned per server type for forwarded messages.
     pins: HashMap<String, String>,
     uid: Option<String>,
@@ -215,21 +278,37 @@ impl Session {
         self.state.lock().data.get(key).cloned()
     }
 
-    /// Queues a framed packet for the client. A full queue disconnects the client.
+    /// Queues a framed packet for the client. A full queue (`session.outgoing_queue` packets or
+    /// `session.outgoing_queue_bytes` bytes not yet written) disconnects the client.
     ///
     /// # Errors
-    /// `PIT-499` when the session is closed or its queue is full.
+    /// `PIT-499` when the session is closed or its queue is full; `PIT-400` for one packet
+    /// larger than the whole byte budget (the session stays).
     pub fn send(&self, packet: Bytes) -> Result<(), GuestError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed"));
         }
-        if self.out.push(packet) {
-            self.bell.ring();
-            Ok(())
-        } else {
-            self.close(CloseReason::SlowClient);
-            Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed: its outgoing queue is full"))
+        let size = packet.len();
+        match self.out.push(packet) {
+            Ok(()) => {
+                self.bell.ring();
+                Ok(())
+            }
+            Err(Refused::Full) => {
+                self.close(CloseReason::SlowClient);
+                Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed: its outgoing queue is full"))
+            }
+            Err(Refused::TooLarge) => Err(GuestError::new(
+                codes::BAD_REQUEST,
+                format!("a packet of {size} bytes exceeds the session's outgoing budget of {} bytes", self.out.max_bytes),
+            )),
         }
+    }
+
+    /// Whether a newer session has bound this session's uid since it bound it (a reconnect or
+    /// a second device): its close must not undo what the newer one did.
+    pub fn displaced(&self) -> bool {
+        self.state.lock().displaced
     }
 
     /// Marks the session closed and clears its uid from the index (if it still points here).
@@ -290,6 +369,10 @@ impl SessionHandle for Session {
 
     fn bind(&self, uid: &str) -> Result<(), GuestError> {
         self.pool.bind(self.id, uid)
+    }
+
+    fn displaced(&self) -> bool {
+        Session::displaced(self)
     }
 
     fn get(&self, key: &str) -> Option<String> {
@@ -367,6 +450,8 @@ pub struct SessionPool {
     next_id: AtomicU64,
     by_id: Mutex<HashMap<u64, Arc<Session>>>,
     by_uid: Mutex<HashMap<String, Arc<Session>>>,
+    /// Closed sessions whose close handlers have not run yet, by the uid they held.
+    closing: Mutex<HashMap<String, Vec<Arc<Session>>>>,
 }
 
 impl std::fmt::Debug for SessionPool {
@@ -376,8 +461,9 @@ impl std::fmt::Debug for SessionPool {
 }
 
 impl SessionPool {
-    /// Creates a session for a new connection; ids start at 1.
-    pub fn create(self: &Arc<Self>, remote: SocketAddr, outgoing: usize, wire: Arc<Wire>) -> Arc<Session> {
+    /// Creates a session for a new connection (its outgoing queue bounded to `outgoing`
+    /// packets and `outgoing_bytes` bytes); ids start at 1.
+    pub fn create(self: &Arc<Self>, remote: SocketAddr, outgoing: usize, outgoing_bytes: usize, wire: Arc<Wire>) -> Arc<Session> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut data = Map::new();
         // Pitaya: IPv6 when the remote address has more than one ':'.
@@ -386,8 +472,8 @@ impl SessionPool {
         let session = Arc::new(Session {
             id,
             remote,
-            state: Mutex::new(State { pins: HashMap::new(), uid: None, data, handshake: "{}".into() }),
-            out: OutQueue::new(outgoing),
+            state: Mutex::new(State { displaced: false, pins: HashMap::new(), uid: None, data, handshake: "{}".into() }),
+            out: OutQueue::new(outgoing, outgoing_bytes),
             signal: CloseSignal::default(),
             bell: Bell::default(),
             closed: AtomicBool::new(false),
@@ -400,7 +486,16 @@ impl SessionPool {
 
     /// Forgets a session (after its close was handled).
     pub fn remove(&self, id: u64) {
-        self.by_id.lock().remove(&id);
+        let Some(session) = self.by_id.lock().remove(&id) else { return };
+        if let Some(uid) = session.uid() {
+            let mut closing = self.closing.lock();
+            if let Some(list) = closing.get_mut(&uid) {
+                list.retain(|s| !Arc::ptr_eq(s, &session));
+                if list.is_empty() {
+                    closing.remove(&uid);
+                }
+            }
+        }
     }
 
     /// A session by id.
@@ -447,8 +542,19 @@ impl SessionPool {
             }
             st.uid = Some(uid.to_owned());
         }
-        let previous = self.by_uid.lock().insert(uid.to_owned(), session.clone());
+        let previous = {
+            let mut by_uid = self.by_uid.lock();
+            // Sessions of this uid still closing (their close handlers not run yet) are
+            // displaced too, though they already left the index.
+            if let Some(closing) = self.closing.lock().get(uid) {
+                for s in closing {
+                    s.state.lock().displaced = true;
+                }
+            }
+            by_uid.insert(uid.to_owned(), session.clone())
+        };
         if let Some(old) = previous.filter(|old| !Arc::ptr_eq(old, &session)) {
+            old.state.lock().displaced = true;
             tracing::info!(uid, old = old.id, new = id, "uid bound by a new session: kicking the old one");
             // The kick packet is written ahead of the queue; the connection closes whether or
             // not that write succeeds.
@@ -457,10 +563,13 @@ impl SessionPool {
         Ok(())
     }
 
+    /// A closed session leaves the uid index (if it still holds the uid) and waits among the
+    /// closing sessions of its uid until [`SessionPool::remove`].
     fn unbind(&self, uid: &str, session: &Arc<Session>) {
         let mut by_uid = self.by_uid.lock();
         if by_uid.get(uid).is_some_and(|s| Arc::ptr_eq(s, session)) {
             by_uid.remove(uid);
+            self.closing.lock().entry(uid.to_owned()).or_default().push(session.clone());
         }
     }
 }

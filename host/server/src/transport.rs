@@ -1,21 +1,29 @@
 //! One client connection's byte transport: a TCP or TLS stream of packets, or a WebSocket
-//! whose every message is one packet. Reads are cancel-safe, so the connection task can
-//! select between reading, writing and timers.
+//! whose every message is one packet. Reads are cancel-safe, so the connection task can poll
+//! reading, writing and timers in any order.
+//!
+//! Memory follows the bytes: a read buffer grows only as a packet's bytes arrive (a header
+//! announcing a megabyte costs nothing until the megabyte is sent), the body limit is the
+//! handshake limit until the Pitaya handshake and the body limit after, and the WebSocket
+//! write buffer is capped (a client that floods pings and never reads cannot grow it).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use kiwano_protocol::packet::{self, Packet, PacketDecoder};
 use kiwano_protocol::ProtocolError;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::io::poll_read_buf;
+use kiwano_protocol::packet::{self, Packet, PacketDecoder};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_util::io::poll_read_buf;
+
+use crate::frame_gate::{FrameGate, FrameLimit};
 
 /// A byte stream: TCP or TLS over TCP.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -27,10 +35,20 @@ pub enum ReadError {
     /// Bytes that break the protocol.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// The client did more than a connection is allowed (a flood of WebSocket pings, a frame
+    /// over the limit).
+    #[error("{0}")]
+    Limit(String),
     /// The socket failed or closed mid-packet.
     #[error("{0}")]
     Io(String),
+    /// The connection was reset or dropped without a close: an ordinary disconnect.
+    #[error("{0}")]
+    Gone(String),
 }
+
+/// Ping and pong frames a WebSocket client may send per heartbeat interval.
+pub const MAX_CONTROL_FRAMES: u32 = 64;
 
 /// A connection's transport.
 pub enum Transport {
@@ -40,44 +58,81 @@ pub enum Transport {
         io: Box<dyn Stream>,
         /// Bytes read but not yet decoded.
         buf: BytesMut,
-        /// The packet decoder.
+        /// The packet decoder (and its body limit).
         decoder: PacketDecoder,
         /// Framed packets queued for writing, in one buffer so a batch is one `send`.
         out: Vec<u8>,
+        /// Where each packet queued in `out` ends: a kick can follow the packet in progress.
+        ends: VecDeque<usize>,
         /// How much of `out` is already written.
         written: usize,
     },
     /// WebSocket (or WSS): one packet per binary message.
     Ws {
-        /// The socket.
-        ws: Box<WebSocketStream<Box<dyn Stream>>>,
-        /// Largest packet body accepted.
-        max_body: usize,
+        /// The socket, over a gate that lets whole frames through.
+        ws: Box<WebSocketStream<FrameGate>>,
+        /// Largest packet body accepted now (shared with the gate as a frame limit).
+        limit: Arc<FrameLimit>,
         /// Packets queued for writing, one message each.
         out: VecDeque<Bytes>,
         /// Messages handed to the socket and not yet flushed.
         unflushed: bool,
+        /// Ping and pong frames received since the last heartbeat tick.
+        control: u32,
     },
 }
 
 /// Keep idle connections small: a read buffer larger than this is released once empty.
 const IDLE_BUF: usize = 16 << 10;
 
+/// Largest read at once: a packet's buffer grows by at most this much per read.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Room kept in the WebSocket write buffer beyond one packet, for pongs and the close frame.
+const WS_WRITE_SLACK: usize = 64 << 10;
+
 impl Transport {
-    /// A packet stream over `io`.
+    /// A packet stream over `io`, accepting bodies of at most `max_body` bytes until
+    /// [`Transport::set_max_body`] changes it.
     pub fn stream(io: Box<dyn Stream>, max_body: usize) -> Self {
-        Self::Stream { io, buf: BytesMut::new(), decoder: PacketDecoder::new(max_body), out: Vec::new(), written: 0 }
+        Self::Stream {
+            io,
+            buf: BytesMut::new(),
+            decoder: PacketDecoder::new(max_body),
+            out: Vec::new(),
+            ends: VecDeque::new(),
+            written: 0,
+        }
     }
 
-    /// Completes a WebSocket upgrade on `io` (any path is accepted, no subprotocol).
+    /// Completes a WebSocket upgrade on `io` (any path is accepted, no subprotocol). Packets
+    /// of at most `max_body` bytes are accepted until [`Transport::set_max_body`] changes it
+    /// (up to `max_body_ever`); no packet written may exceed `max_packet` bytes.
     ///
     /// # Errors
     /// A failed upgrade.
-    pub async fn websocket(io: Box<dyn Stream>, max_body: usize) -> Result<Self, String> {
-        let ws = tokio_tungstenite::accept_async_with_config(io, Some(ws_config(max_body)))
+    pub async fn websocket(io: Box<dyn Stream>, max_body: usize, max_body_ever: usize, max_packet: usize) -> Result<Self, String> {
+        let limit = FrameLimit::new(max_body + packet::HEADER_LEN);
+        let gate = FrameGate::new(io, limit.clone());
+        let ws = tokio_tungstenite::accept_async_with_config(gate, Some(ws_config(max_body_ever, max_packet)))
             .await
             .map_err(|e| format!("websocket upgrade failed: {e}"))?;
-        Ok(Self::Ws { ws: Box::new(ws), max_body, out: VecDeque::new(), unflushed: false })
+        Ok(Self::Ws { ws: Box::new(ws), limit, out: VecDeque::new(), unflushed: false, control: 0 })
+    }
+
+    /// Changes the largest packet body accepted, from the next packet on.
+    pub fn set_max_body(&mut self, max_body: usize) {
+        match self {
+            Self::Stream { decoder, .. } => decoder.set_max_body(max_body),
+            Self::Ws { limit, .. } => limit.set(max_body + packet::HEADER_LEN),
+        }
+    }
+
+    /// Starts a new heartbeat interval for the count of WebSocket control frames.
+    pub fn tick(&mut self) {
+        if let Self::Ws { control, .. } = self {
+            *control = 0;
+        }
     }
 
     /// Reads the next packet; `None` at a clean close. Cancel-safe.
@@ -101,28 +156,41 @@ impl Transport {
                     }
                     return Poll::Ready(Ok(Some(p)));
                 }
-                if buf.capacity() - buf.len() < 512 {
-                    buf.reserve(4096);
+                // Room for what the packet still lacks, a chunk at a time: the buffer grows
+                // with the bytes that arrive, not with what the header announces.
+                let want = decoder.missing(buf).clamp(512, READ_CHUNK);
+                if buf.capacity() - buf.len() < want {
+                    buf.reserve(want);
                 }
-                let n = ready!(poll_read_buf(Pin::new(&mut **io), cx, buf)).map_err(|e| ReadError::Io(e.to_string()))?;
+                let n = ready!(poll_read_buf(Pin::new(&mut **io), cx, buf)).map_err(io_error)?;
                 if n == 0 {
                     return Poll::Ready(if buf.is_empty() {
                         Ok(None)
                     } else {
-                        Err(ReadError::Io(format!("connection closed inside a packet ({} bytes pending)", buf.len())))
+                        Err(ReadError::Gone(format!("connection closed inside a packet ({} bytes pending)", buf.len())))
                     });
                 }
             },
-            Self::Ws { ws, max_body, .. } => loop {
+            Self::Ws { ws, limit, control, .. } => loop {
                 let frame = match ready!(ws.poll_next_unpin(cx)) {
                     None | Some(Ok(WsMessage::Close(_))) => return Poll::Ready(Ok(None)),
-                    Some(Err(e)) => return Poll::Ready(Err(ReadError::Io(e.to_string()))),
+                    Some(Err(e)) => return Poll::Ready(Err(ws_error(e))),
                     // Pitaya does not check the frame type: text frames carry packets too.
                     Some(Ok(WsMessage::Binary(b))) => b,
-                    Some(Ok(WsMessage::Text(t))) => Bytes::from(t.as_bytes().to_vec()),
-                    Some(Ok(_)) => continue,
+                    Some(Ok(WsMessage::Text(t))) => Bytes::from(t),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {
+                        *control += 1;
+                        if *control > MAX_CONTROL_FRAMES {
+                            return Poll::Ready(Err(ReadError::Limit(format!(
+                                "more than {MAX_CONTROL_FRAMES} websocket ping/pong frames in one heartbeat interval"
+                            ))));
+                        }
+                        continue;
+                    }
+                    Some(Ok(WsMessage::Frame(_))) => continue,
                 };
-                return Poll::Ready(Ok(Some(packet::decode_frame(frame, *max_body)?)));
+                let max_body = limit.get().saturating_sub(packet::HEADER_LEN);
+                return Poll::Ready(Ok(Some(packet::decode_frame(frame, max_body)?)));
             },
         }
     }
@@ -145,7 +213,10 @@ impl Transport {
     /// Queues a framed packet; [`Transport::poll_write_queued`] writes it.
     pub fn queue(&mut self, packet: Bytes) {
         match self {
-            Self::Stream { out, .. } => out.extend_from_slice(&packet),
+            Self::Stream { out, ends, .. } => {
+                out.extend_from_slice(&packet);
+                ends.push_back(out.len());
+            }
             Self::Ws { out, .. } => out.push_back(packet),
         }
     }
@@ -158,21 +229,32 @@ impl Transport {
         }
     }
 
-    /// Whether part of a packet may be on the wire: nothing else can be written after it.
-    pub fn torn(&self) -> bool {
+    /// Drops every queued packet none of whose bytes is on the wire, keeps the one in progress
+    /// (a client can only read whole packets), and queues `last` after it: how a kick goes out.
+    pub fn replace_queued(&mut self, last: Bytes) {
         match self {
-            Self::Stream { written, .. } => *written > 0,
-            Self::Ws { unflushed, .. } => *unflushed,
-        }
-    }
-
-    /// Drops the queued packets none of which is on the wire yet.
-    pub fn discard_queued(&mut self) {
-        match self {
-            Self::Stream { out, written: 0, .. } => out.clear(),
-            Self::Stream { .. } => {}
+            Self::Stream { out, ends, written, .. } => {
+                // The packet whose bytes are partly written, if any, ends at the first end past
+                // `written` whose start is before it.
+                let mut start = 0;
+                let mut keep = *written;
+                for &end in ends.iter() {
+                    if end > *written {
+                        if start < *written {
+                            keep = end;
+                        }
+                        break;
+                    }
+                    start = end;
+                }
+                out.truncate(keep);
+                ends.retain(|&e| e <= keep);
+            }
+            // Whatever tungstenite holds is whole frames; what is still queued here is not
+            // started.
             Self::Ws { out, .. } => out.clear(),
         }
+        self.queue(last);
     }
 
     /// Writes and flushes the queued packets.
@@ -181,7 +263,7 @@ impl Transport {
     /// A socket failure.
     pub fn poll_write_queued(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
         match self {
-            Self::Stream { io, out, written, .. } => {
+            Self::Stream { io, out, ends, written, .. } => {
                 while *written < out.len() {
                     match ready!(Pin::new(&mut **io).poll_write(cx, &out[*written..])) {
                         Ok(0) => return Poll::Ready(Err("the socket accepts no more bytes".into())),
@@ -191,9 +273,11 @@ impl Transport {
                 }
                 ready!(Pin::new(&mut **io).poll_flush(cx)).map_err(|e| e.to_string())?;
                 out.clear();
+                ends.clear();
                 *written = 0;
                 if out.capacity() > IDLE_BUF {
                     *out = Vec::new();
+                    *ends = VecDeque::new();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -228,15 +312,25 @@ impl Transport {
         std::future::poll_fn(|cx| self.poll_write_queued(cx)).await
     }
 
-    /// Closes the transport politely, within `timeout`.
-    pub async fn close(&mut self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, async {
+    /// Closes the transport without a reset, within `linger`: a TCP stream is shut down for
+    /// writing (FIN) and a WebSocket sends its close frame, then whatever the client still
+    /// sends is read and dropped until it closes too (closing a socket with unread bytes would
+    /// send a reset, which clients report as a network failure).
+    pub async fn close(&mut self, linger: Duration) {
+        let _ = tokio::time::timeout(linger, async {
             match self {
                 Self::Stream { io, .. } => {
-                    let _ = io.shutdown().await;
+                    if io.shutdown().await.is_err() {
+                        return;
+                    }
+                    let mut scrap = [0u8; 1024];
+                    while matches!(io.read(&mut scrap).await, Ok(n) if n > 0) {}
                 }
                 Self::Ws { ws, .. } => {
-                    let _ = SinkExt::close(ws).await;
+                    if SinkExt::close(ws).await.is_err() {
+                        return;
+                    }
+                    while let Some(Ok(_)) = ws.next().await {}
                 }
             }
         })
@@ -244,13 +338,37 @@ impl Transport {
     }
 }
 
-/// WebSocket limits matched to the protocol: no message beyond one maximal packet, and small
-/// buffers (tungstenite's defaults are a 128 KiB read buffer and 64 MiB messages): the read
-/// buffer grows for a large message, but an idle connection holds 512 bytes.
-pub fn ws_config(max_body: usize) -> WebSocketConfig {
+fn io_error(e: std::io::Error) -> ReadError {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e.kind() {
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => ReadError::Gone(e.to_string()),
+        std::io::ErrorKind::InvalidData => ReadError::Limit(e.to_string()),
+        _ => ReadError::Io(e.to_string()),
+    }
+}
+
+fn ws_error(e: WsError) -> ReadError {
+    use tokio_tungstenite::tungstenite::error::ProtocolError as WsProtocol;
+    match e {
+        WsError::Io(e) => io_error(e),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => ReadError::Gone("connection closed".into()),
+        WsError::Protocol(WsProtocol::ResetWithoutClosingHandshake) => {
+            ReadError::Gone("connection closed without a websocket close frame".into())
+        }
+        WsError::Capacity(c) => ReadError::Limit(c.to_string()),
+        other => ReadError::Io(other.to_string()),
+    }
+}
+
+/// WebSocket limits matched to the protocol: no frame or message beyond one maximal packet,
+/// small buffers (tungstenite's defaults are a 128 KiB read buffer and 64 MiB messages), and a
+/// write buffer of one packet plus room for control frames: a client that sends pings and
+/// never reads cannot make the server queue pongs without bound.
+pub fn ws_config(max_body: usize, max_packet: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(512)
         .write_buffer_size(0)
+        .max_write_buffer_size(max_packet + 14 + WS_WRITE_SLACK)
         .max_message_size(Some(max_body + packet::HEADER_LEN))
         .max_frame_size(Some(max_body + packet::HEADER_LEN))
 }

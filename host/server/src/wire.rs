@@ -50,10 +50,19 @@ impl Wire {
     }
 
     /// An error response to request `id`.
+    ///
+    /// An error too large for a packet (a guest's errors are capped below this by the runtime;
+    /// one forwarded from another server may not be) is answered with `PIT-500` instead: a
+    /// request is always answered.
     pub fn error(&self, id: u64, err: &PitayaError) -> Bytes {
         let body = Bytes::from(err.encode(self.serializer));
-        // An error object is small: it always fits.
-        self.packet(&Message::response(id, body, true)).unwrap_or_default()
+        self.packet(&Message::response(id, body, true)).unwrap_or_else(|e| {
+            tracing::warn!(code = %err.code, "error response not sent as it is: {e}");
+            let small = PitayaError::new(kiwano_protocol::error::codes::INTERNAL, "internal error: the error response was too large");
+            let body = Bytes::from(small.encode(self.serializer));
+            // A fixed error of a few dozen bytes: within any packet limit.
+            self.packet(&Message::response(id, body, true)).unwrap_or_else(|_| Bytes::from_static(&[]))
+        })
     }
 
     /// A push on `route`.

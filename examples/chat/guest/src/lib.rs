@@ -52,7 +52,8 @@ fn message(_ctx: &Context, msg: UserMessage) -> Result<(), Error> {
 }
 
 fn leave(ctx: &Context) {
-    if let Some(uid) = ctx.uid() {
+    // Not if a newer session holds the uid now: it joined on its own.
+    if let Some(uid) = ctx.leaving_uid() {
         // Not a member if it never joined.
         let _ = groups::remove(ROOM, &uid);
     }
@@ -102,5 +103,22 @@ mod tests {
         assert_eq!((e.code.as_str(), e.metadata.clone()), ("RH-000", vec![("failed".to_string(), "bind".to_string())]));
         s.session_closed(&kiwano_guest::Context::mock(&a));
         assert_eq!(testing::group_members("room"), Some(vec!["2".to_string()]));
+    }
+
+    #[test]
+    fn a_displaced_session_leaves_the_room_to_the_newer_one() {
+        testing::reset();
+        let s = server();
+        s.init(&kiwano_guest::InitInfo { server_type: "chat".into(), server_id: "chat-1".into(), instance: 0, config: "{}".into() })
+            .unwrap();
+        let old = MockSession::new(1);
+        let _: JoinResponse = s.call_json(&old, "room.join", &json!({})).unwrap();
+        // The same uid bound by a newer session (in the chat the uid is the session id, so
+        // this is what a game binding a player id would see after a reconnect).
+        let newer = MockSession::new(2);
+        testing::bind_user("1", &newer);
+        assert!(old.displaced());
+        s.session_closed(&kiwano_guest::Context::mock(&old));
+        assert_eq!(testing::group_members("room"), Some(vec!["1".to_string()]), "still in the room");
     }
 }

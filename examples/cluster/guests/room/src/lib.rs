@@ -27,7 +27,10 @@ fn join(ctx: &Context, req: Join) -> Result<Value, Error> {
     let members = groups::members(ROOM)?;
     ctx.push("onMembers", &json!({ "members": members }))?;
     groups::broadcast_json(ROOM, "onNewUser", &json!({ "content": format!("New user: {}", req.name) }))?;
-    groups::add(ROOM, &req.name)?;
+    // A player back on a new connection is still a member: joining again is not an error.
+    if !groups::contains(ROOM, &req.name)? {
+        groups::add(ROOM, &req.name)?;
+    }
     Ok(json!({"code": 0, "result": "success"}))
 }
 
