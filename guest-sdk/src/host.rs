@@ -273,15 +273,32 @@ pub mod timers {
     use std::time::Duration;
 
     use super::{ms, with};
+    use crate::Error;
 
-    /// Fires once after `delay`; returns the timer id.
-    pub fn after(delay: Duration, payload: &[u8]) -> u64 {
-        with(|h| h.timer_start(ms(delay), false, payload))
+    fn started(id: u64) -> Result<u64, Error> {
+        if id == 0 {
+            Err(Error::new("PIT-500", "timer not set: this instance holds its maximum of live timers"))
+        } else {
+            Ok(id)
+        }
     }
 
-    /// Fires every `period` until cancelled; returns the timer id.
-    pub fn every(period: Duration, payload: &[u8]) -> u64 {
-        with(|h| h.timer_start(ms(period), true, payload))
+    /// Fires once after `delay`; returns the timer id.
+    ///
+    /// # Errors
+    /// `PIT-500` when the instance already holds its maximum of live timers
+    /// (`servers.<type>.max_timers`).
+    pub fn after(delay: Duration, payload: &[u8]) -> Result<u64, Error> {
+        started(with(|h| h.timer_start(ms(delay), false, payload)))
+    }
+
+    /// Fires every `period` until cancelled; returns the timer id. A tick that comes while the
+    /// previous one still waits for the instance is dropped.
+    ///
+    /// # Errors
+    /// As [`after`].
+    pub fn every(period: Duration, payload: &[u8]) -> Result<u64, Error> {
+        started(with(|h| h.timer_start(ms(period), true, payload)))
     }
 
     /// Cancels a timer: it never fires afterwards. False if unknown or done.

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub mod polyglot;
+pub mod process;
+pub mod rawws;
 
 pub use kiwano_client::{Client, ClientError, TlsClient, Transport};
 pub use kiwano_protocol::{Message, MessageType, PitayaError, Serializer};

@@ -219,16 +219,19 @@ async fn rpc_and_remotes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rpc_wait_does_not_count_against_the_call_deadline() {
+async fn a_call_waiting_on_an_rpc_still_ends_at_its_deadline() {
     let _timing = TIMING.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 1\ncall_timeout = \"300ms\"".into(), ..Default::default() }).await;
     let id = s.server.server_id("testbed").unwrap().to_owned();
     let mut c = s.client(Transport::Tcp).await;
-    // The remote spins 250 ms (within its own 300 ms budget); the caller waits ~250 ms more
-    // than a quick call, yet well within its budget of CPU time.
-    for _ in 0..2 {
-        let r = ok_json(&mut c, "test.rpc", json!({"route": "testbed.remote.slow", "body": "250", "server_id": id})).await;
-        assert_eq!(r, json!("slow done"));
-    }
-    assert_eq!(s.server.pool("testbed").unwrap().stats().rebuilds.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Within the deadline: the remote spins 100 ms.
+    let r = ok_json(&mut c, "test.rpc", json!({"route": "testbed.remote.slow", "body": "100", "server_id": id})).await;
+    assert_eq!(r, json!("slow done"));
+    // Past it: the caller's wait ends at its own 300 ms deadline (wall clock), as a call spinning
+    // that long would, not at the RPC's 5 s timeout.
+    let start = std::time::Instant::now();
+    let e = err_json(&mut c, "test.rpc", json!({"route": "testbed.remote.slow", "body": "2000", "server_id": id})).await;
+    assert_eq!((e.code.as_str(), e.msg.as_str()), ("PIT-500", "internal error handling testbed.test.rpc"));
+    assert!(start.elapsed() < std::time::Duration::from_secs(2), "ended after {:?}", start.elapsed());
+    assert!(logs().contains("guest call exceeded its 300ms deadline"));
 }

@@ -23,6 +23,18 @@ use kiwano_server::{Config, Server, project};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Makes mimalloc give freed memory back to the system at once. With its default delay (1 s,
+/// applied only when the freeing thread allocates again) a burst of large messages left the
+/// memory of the buffers it freed with the process (~75 MB after four clients sending inflating
+/// requests closed, `RELIABILITY.md`); purging at once costs nothing measurable on the request
+/// path (alternating `kiwano load` runs, 100 connections, within the machine's noise).
+fn purge_freed_memory_at_once() {
+    /// `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (`include/mimalloc.h`).
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets a process-wide option of the allocator; any value is valid.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 #[derive(Parser)]
 #[command(name = "kiwano", version, about = "A game server that speaks Pitaya and runs its game logic as WebAssembly components")]
 struct Cli {
@@ -84,9 +96,12 @@ fn raise_nofile() {
 }
 
 fn main() -> ExitCode {
+    purge_freed_memory_at_once();
     let filter = tracing_subscriber::EnvFilter::try_from_env("KIWANO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // Colour only for a terminal: a redirected log stays plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
     let cli = Cli::parse();
     raise_nofile();
     let result = match cli.command {

@@ -72,7 +72,14 @@ pub fn inflate(data: &[u8], max: usize) -> Result<Vec<u8>, ProtocolError> {
                 return Err(ProtocolError::InflatedTooLarge { max });
             }
             match status {
-                Status::StreamEnd => return Ok(out),
+                Status::StreamEnd => {
+                    // The buffer grew by doubling: give the slack back, so a queued message holds
+                    // what it is (the queues are bounded by message sizes).
+                    if out.capacity() - out.len() > out.len() / 8 {
+                        out.shrink_to_fit();
+                    }
+                    return Ok(out);
+                }
                 _ if out.len() == out.capacity() => {
                     // Room for one byte past the limit: that byte proves the limit was passed.
                     let more = (max.saturating_add(1) - out.len()).min(out.capacity().max(64));

@@ -10,7 +10,7 @@ use wasmtime::component::Resource;
 
 use crate::component::Component;
 use crate::engine::Runtime;
-use crate::host::{CallToken, Caller, GroupOp, GroupReply, GuestError, HostServices, HostState, LogTag, RpcTarget, SessionHandle};
+use crate::host::{CallChain, CallToken, Caller, GroupOp, GroupReply, GuestError, HostServices, HostState, LogTag, RpcTarget, SessionHandle};
 use crate::timers::{TimerHandle, Timers};
 
 struct NoServices;
@@ -25,7 +25,7 @@ impl HostServices for NoServices {
     fn group(&self, _: GroupOp<'_>) -> Result<GroupReply, GuestError> {
         Err(GuestError::new("PIT-404", "group not found"))
     }
-    fn rpc(&self, _: &Caller, _: u64, _: RpcTarget, _: &str, _: &[u8], _: Duration) -> Result<Vec<u8>, GuestError> {
+    fn rpc(&self, _: &Caller, _: &CallChain, _: RpcTarget, _: &str, _: &[u8], _: Duration) -> Result<Vec<u8>, GuestError> {
         Err(GuestError::new("PIT-500", "no servers available of this type"))
     }
 }
@@ -90,10 +90,10 @@ pub struct CallCost {
 /// A component that does not instantiate or traps.
 pub fn call_cost(runtime: &Runtime, component: &Component, route: &str, calls: u32, instances: u32) -> Result<CallCost, String> {
     let (tx, _rx) = std::sync::mpsc::channel();
-    let timers = TimerHandle { timers: Arc::new(Timers::default()), tx, rt: None };
+    let timers = TimerHandle { timers: Arc::new(Timers::default()), tx, rt: None, count: Arc::default(), max: 1024 };
     let caller = Arc::new(Caller { server_type: "bench".into(), server_id: "bench-1".into() });
     let services: Arc<dyn HostServices> = Arc::new(NoServices);
-    let tag = Arc::new(Mutex::new(LogTag::default()));
+    let tag = Arc::new(Mutex::new(LogTag::new("bench", 0, 100)));
     let make = || -> Result<(Store<HostState>, crate::bindings::Server), String> {
         let state = HostState::new(tag.clone(), 64 << 20, services.clone(), caller.clone(), timers.clone());
         let mut store = Store::new(&runtime.engine, state);

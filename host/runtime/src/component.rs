@@ -55,8 +55,8 @@ impl Component {
     fn link(runtime: &Runtime, component: &wasmtime::component::Component, path: String) -> Result<Self, RuntimeError> {
         let invalid = |source| RuntimeError::Invalid { path: path.clone(), source };
         let mut linker: Linker<HostState> = Linker::new(&runtime.engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(invalid)?;
-        crate::wasi_io::add_to_linker(&mut linker).map_err(invalid)?;
+        crate::wasi::add_to_linker(&mut linker).map_err(invalid)?;
+        crate::wasi::deny_unlinked(&mut linker, &runtime.engine, component).map_err(invalid)?;
         Server::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(invalid)?;
         let pre = linker.instantiate_pre(component).map_err(invalid)?;
         let pre = ServerPre::new(pre).map_err(invalid)?;

@@ -10,11 +10,6 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Epoch ticks that cover `d` (rounded up).
-pub(crate) fn ticks_in(d: Duration) -> u64 {
-    d.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64
-}
-
 /// Limits of the process-wide engine.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {

@@ -58,6 +58,10 @@ pub trait SessionHandle: Send + Sync {
     fn bind(&self, uid: &str) -> Result<(), GuestError>;
     /// Whether a newer session has bound this session's uid since (see the WIT `displaced`).
     fn displaced(&self) -> bool;
+    /// The guest's `on-session-close` for this session starts (on the thread that runs it).
+    fn close_started(&self) {}
+    /// The guest's `on-session-close` for this session is over, whatever its outcome.
+    fn close_finished(&self) {}
     /// One data value as JSON text.
     fn get(&self, key: &str) -> Option<String>;
     /// Sets one data value from JSON text.
@@ -134,16 +138,33 @@ pub trait HostServices: Send + Sync {
     ///
     /// # Errors
     /// No such server or remote, a timeout (`PIT-408`), the remote's own error.
-    /// `hops` counts the RPCs that led to this one (0 from a client call).
     fn rpc(
         &self,
         caller: &Caller,
-        hops: u64,
+        chain: &CallChain,
         target: RpcTarget,
         route: &str,
         body: &[u8],
         timeout: std::time::Duration,
     ) -> Result<Vec<u8>, GuestError>;
+}
+
+/// Where an RPC stands in a chain of calls, carried in the RPC's metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallChain {
+    /// The RPCs that led to this one, this one included (a client call's RPC has 1).
+    pub hops: u64,
+    /// The remote instances up the chain that wait for this call to return, as
+    /// `server-id#r<index>` separated by commas: a remote sent to one of them would wait on its
+    /// own caller, so it is sent to another instance of the type or failed at once.
+    pub waiting: String,
+}
+
+impl CallChain {
+    /// Whether the remote instance `entry` (`server-id#r<index>`) waits up the chain.
+    pub fn holds(&self, entry: &str) -> bool {
+        self.waiting.split(',').any(|w| w == entry)
+    }
 }
 
 /// A group operation (see the WIT `groups` interface).
@@ -189,13 +210,61 @@ pub enum GroupReply {
 #[derive(Debug)]
 pub struct CallToken;
 
-/// What is logged with every guest record and every line the guest writes to stdout/stderr.
-#[derive(Debug, Clone, Default)]
+/// What is logged with every guest record and every line the guest writes to stdout/stderr,
+/// and the instance's budget of such lines.
+#[derive(Debug, Clone)]
 pub(crate) struct LogTag {
     pub server_type: Arc<str>,
     pub instance: u32,
     pub route: String,
     pub session: u64,
+    pub budget: OutputBudget,
+}
+
+impl LogTag {
+    pub(crate) fn new(server_type: &str, instance: u32, lines_per_second: u32) -> Self {
+        Self {
+            server_type: server_type.into(),
+            instance,
+            route: String::new(),
+            session: 0,
+            budget: OutputBudget::new(lines_per_second),
+        }
+    }
+}
+
+/// How many log records and output lines an instance may emit: a token bucket of
+/// `lines_per_second`, holding up to one second's worth. What does not fit is counted and
+/// reported in one line.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputBudget {
+    rate: f64,
+    tokens: f64,
+    refilled: std::time::Instant,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+}
+
+impl OutputBudget {
+    fn new(lines_per_second: u32) -> Self {
+        let rate = f64::from(lines_per_second.max(1));
+        Self { rate, tokens: rate, refilled: std::time::Instant::now(), dropped_lines: 0, dropped_bytes: 0 }
+    }
+
+    /// Whether a line of `bytes` may be emitted now.
+    fn admit(&mut self, bytes: usize) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * self.rate).min(self.rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped_lines += 1;
+            self.dropped_bytes += bytes as u64;
+            false
+        }
+    }
 }
 
 /// The data of one instance's store.
@@ -216,11 +285,14 @@ pub(crate) struct HostState {
     pub caller: Arc<Caller>,
     /// Timers of this instance.
     pub timers: TimerHandle,
-    /// Hops of the call in progress: RPCs it makes carry one more.
-    pub hops: u64,
-    /// Epoch ticks to grant the running call on top of its deadline: time it spent blocked in
-    /// the host (RPC) does not count against its CPU budget.
-    pub deadline_extension: u64,
+    /// The chain of the call in progress: RPCs it makes carry one hop more, and this instance
+    /// among the waiting ones if it serves remotes.
+    pub chain: CallChain,
+    /// This instance as a chain entry (`server-id#r<index>`), if it serves remotes.
+    pub me: Option<Arc<str>>,
+    /// When the call in progress must end (wall clock): host calls that wait (a sleep, an RPC)
+    /// end by then too.
+    pub deadline: Option<std::time::Instant>,
     /// The slicing of a call running on an I/O thread.
     pub inline: crate::pool::Inline,
 }
@@ -252,9 +324,10 @@ impl HostState {
             services,
             caller,
             timers,
-            deadline_extension: 0,
             inline: crate::pool::Inline::default(),
-            hops: 0,
+            chain: CallChain::default(),
+            me: None,
+            deadline: None,
         }
     }
 
@@ -305,7 +378,13 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-fn emit(tag: &LogTag, level: types::Level, msg: &str) {
+/// Logs a guest's record with its tag, within the instance's budget; the first record after
+/// some were dropped says how many.
+fn emit(tag: &mut LogTag, level: types::Level, msg: &str) {
+    if !tag.budget.admit(msg.len()) {
+        return;
+    }
+    report_dropped(tag);
     let (t, i, r, s) = (&*tag.server_type, tag.instance, tag.route.as_str(), tag.session);
     match level {
         types::Level::Trace => tracing::trace!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
@@ -316,13 +395,25 @@ fn emit(tag: &LogTag, level: types::Level, msg: &str) {
     }
 }
 
+/// Logs how many of the instance's lines were dropped since the last report, if any.
+pub(crate) fn report_dropped(tag: &mut LogTag) {
+    let (lines, bytes) = (std::mem::take(&mut tag.budget.dropped_lines), std::mem::take(&mut tag.budget.dropped_bytes));
+    if lines > 0 {
+        let (t, i, r, s, rate) = (&*tag.server_type, tag.instance, tag.route.as_str(), tag.session, tag.budget.rate);
+        tracing::warn!(
+            target: "guest", server_type = t, instance = i, route = r, session = s,
+            "guest output over its limit of {rate} lines/s: {lines} lines ({bytes} bytes) dropped"
+        );
+    }
+}
+
 impl log::Host for HostState {
     fn log(&mut self, level: types::Level, message: String, fields: Vec<(String, String)>) {
         if fields.is_empty() {
-            emit(&self.tag.lock(), level, &message);
+            emit(&mut self.tag.lock(), level, &message);
         } else {
             let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-            emit(&self.tag.lock(), level, &format!("{message} {{{}}}", fields.join(", ")));
+            emit(&mut self.tag.lock(), level, &format!("{message} {{{}}}", fields.join(", ")));
         }
     }
 }
@@ -402,33 +493,70 @@ impl groups::Host for HostState {
 const DEFAULT_RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl HostState {
-    fn rpc(&mut self, target: RpcTarget, route: &str, body: &[u8], timeout_ms: Option<u32>) -> Result<Vec<u8>, types::Error> {
-        let timeout = timeout_ms.map_or(DEFAULT_RPC_TIMEOUT, |ms| std::time::Duration::from_millis(u64::from(ms)));
-        let start = std::time::Instant::now();
-        let result = self.services.rpc(&self.caller, self.hops + 1, target, route, body, timeout);
-        // Waiting for the reply is not the guest's CPU time.
-        self.deadline_extension += crate::engine::ticks_in(start.elapsed());
-        result.map_err(Into::into)
+    /// An RPC, waiting at most until the call's own deadline: if that comes first, the call
+    /// ends as a call past its deadline does (a trap), not with the RPC's timeout.
+    fn rpc(
+        &mut self,
+        target: RpcTarget,
+        route: &str,
+        body: &[u8],
+        timeout_ms: Option<u32>,
+    ) -> wasmtime::Result<Result<Vec<u8>, types::Error>> {
+        let asked = timeout_ms.map_or(DEFAULT_RPC_TIMEOUT, |ms| std::time::Duration::from_millis(u64::from(ms)));
+        let left = self.deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let (timeout, cut) = match left {
+            Some(left) if left < asked => (left, true),
+            _ => (asked, false),
+        };
+        let mut chain = CallChain { hops: self.chain.hops + 1, waiting: self.chain.waiting.clone() };
+        if let Some(me) = &self.me {
+            if !chain.waiting.is_empty() {
+                chain.waiting.push(',');
+            }
+            chain.waiting.push_str(me);
+        }
+        let result = self.services.rpc(&self.caller, &chain, target, route, body, timeout);
+        if cut && result.as_ref().is_err_and(|e| e.code == "PIT-408") {
+            return Err(wasmtime::Trap::Interrupt.into());
+        }
+        Ok(result.map_err(Into::into))
     }
 }
 
 impl rpc::Host for HostState {
-    fn call(&mut self, route: String, body: Vec<u8>, timeout_ms: Option<u32>) -> Result<Vec<u8>, types::Error> {
+    fn call(&mut self, route: String, body: Vec<u8>, timeout_ms: Option<u32>) -> wasmtime::Result<Result<Vec<u8>, types::Error>> {
         self.rpc(RpcTarget::Type, &route, &body, timeout_ms)
     }
 
-    fn call_to(&mut self, server_id: String, route: String, body: Vec<u8>, timeout_ms: Option<u32>) -> Result<Vec<u8>, types::Error> {
+    fn call_to(
+        &mut self,
+        server_id: String,
+        route: String,
+        body: Vec<u8>,
+        timeout_ms: Option<u32>,
+    ) -> wasmtime::Result<Result<Vec<u8>, types::Error>> {
         self.rpc(RpcTarget::Server(server_id), &route, &body, timeout_ms)
+    }
+}
+
+impl HostState {
+    fn timer(&mut self, ms: u64, repeat: bool, payload: Vec<u8>) -> u64 {
+        let id = self.timers.start(std::time::Duration::from_millis(ms), repeat, payload);
+        if id == 0 {
+            let max = self.timers.max;
+            emit(&mut self.tag.lock(), types::Level::Warn, &format!("timer not set: this instance holds its maximum of {max} live timers"));
+        }
+        id
     }
 }
 
 impl timers::Host for HostState {
     fn after(&mut self, delay_ms: u64, payload: Vec<u8>) -> u64 {
-        self.timers.start(std::time::Duration::from_millis(delay_ms), false, payload)
+        self.timer(delay_ms, false, payload)
     }
 
     fn every(&mut self, period_ms: u64, payload: Vec<u8>) -> u64 {
-        self.timers.start(std::time::Duration::from_millis(period_ms.max(1)), true, payload)
+        self.timer(period_ms.max(1), true, payload)
     }
 
     fn cancel(&mut self, id: u64) -> bool {
@@ -541,7 +669,7 @@ impl GuestOutput {
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\n', '\r']);
         let level = if self.stream == "stderr" { types::Level::Warn } else { types::Level::Info };
-        emit(&self.tag.lock(), level, &format!("[{}] {text}", self.stream));
+        emit(&mut self.tag.lock(), level, &format!("[{}] {text}", self.stream));
         self.line.clear();
     }
 

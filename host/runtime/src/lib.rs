@@ -21,11 +21,12 @@ mod host;
 mod io;
 mod pool;
 mod timers;
+mod wasi;
 mod wasi_io;
 
 pub use component::Component;
 pub use io::blocking;
 pub use engine::{Runtime, RuntimeConfig, RuntimeError, RuntimeStats};
 pub use pool::PoolStats;
-pub use host::{Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
+pub use host::{CallChain, Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
 pub use pool::{Affinity, Call, CallError, Description, HandlerKind, PoolConfig, ServerPool};

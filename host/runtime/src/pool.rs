@@ -33,7 +33,7 @@ use crate::bindings::{Server, types};
 use crate::component::Component;
 use crate::engine::{EPOCH_TICK, Runtime, RuntimeError};
 use crate::io::hand_off_io_thread;
-use crate::host::{CallToken, Caller, GuestError, HostServices, HostState, LogTag, SessionHandle};
+use crate::host::{CallChain, CallToken, Caller, GuestError, HostServices, HostState, LogTag, SessionHandle};
 use crate::timers::{TimerHandle, Timers};
 
 /// Limits and identity of one server type's pool.
@@ -52,10 +52,18 @@ pub struct PoolConfig {
     pub inline_calls: bool,
     /// Memory cap of one instance, in bytes.
     pub memory_limit: usize,
-    /// Largest response a handler may return, in bytes.
+    /// Largest response a handler may return, and largest error (code, message and metadata
+    /// together), in bytes.
     pub max_response: usize,
     /// The server type's `config` table as a JSON object, given to `init`.
     pub config_json: String,
+    /// Live timers one instance may hold.
+    pub max_timers: usize,
+    /// Log records and stdout/stderr lines one instance may emit per second.
+    pub log_rate: u32,
+    /// Whether this pool serves remotes: its instances are named in the call chain of the RPCs
+    /// they make, so a remote never waits on an instance that waits on it.
+    pub remotes: bool,
 }
 
 /// Request or notify.
@@ -124,6 +132,18 @@ pub enum CallError {
         /// Limit.
         max: usize,
     },
+    /// The guest's error (code, message and metadata) was larger than allowed.
+    #[error("guest error of {size} bytes exceeds the {max}-byte limit")]
+    ErrorTooLarge {
+        /// Error size.
+        size: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Every instance that could run this remote waits, up the chain of calls, for this very
+    /// call: it would wait for its own caller until the timeout.
+    #[error("rpc cycle: every remote instance of {0} is waiting up this call's chain")]
+    Cycle(String),
     /// No instance could be made to run the call, or the pool is shut down.
     #[error("no instance available: {0}")]
     Unavailable(String),
@@ -132,7 +152,7 @@ pub enum CallError {
 enum Work {
     Handle { route: String, body: Bytes, session: Arc<dyn SessionHandle> },
     SessionClosed(Arc<dyn SessionHandle>),
-    Remote { route: String, body: Bytes, hops: u64 },
+    Remote { route: String, body: Bytes, chain: CallChain },
 }
 
 type CallResult = Result<Vec<u8>, CallError>;
@@ -177,6 +197,9 @@ pub struct PoolStats {
     pub rebuilds: AtomicU64,
     /// Calls run on an I/O thread rather than on the instance's own thread.
     pub inline: AtomicU64,
+    /// Ticks of repeating timers dropped because the previous tick still waited for its
+    /// instance (a handler slower than its period).
+    pub timer_ticks_dropped: AtomicU64,
 }
 
 /// One instance and its thread's queue.
@@ -204,6 +227,7 @@ impl Instance {
 /// A server type's instances.
 pub struct ServerPool {
     server_type: String,
+    server_id: String,
     workers: Vec<Instance>,
     next: AtomicUsize,
     description: Description,
@@ -245,7 +269,13 @@ impl ServerPool {
         let mut description = None;
         for i in 0..config.instances.max(1) {
             let (tx, rx) = mpsc::channel();
-            let timer = TimerHandle { timers: timers.clone(), tx: tx.clone(), rt: rt.clone() };
+            let timer = TimerHandle {
+                timers: timers.clone(),
+                tx: tx.clone(),
+                rt: rt.clone(),
+                count: Arc::default(),
+                max: config.max_timers,
+            };
             let env = InstanceEnv { services: services.clone(), caller: caller.clone(), timers: timer };
             let instance_stats = Arc::new(PoolStats::default());
             stats.push(instance_stats.clone());
@@ -265,6 +295,7 @@ impl ServerPool {
         }
         Ok(Arc::new(Self {
             server_type: config.server_type.clone(),
+            server_id: config.server_id.clone(),
             workers,
             next: AtomicUsize::new(0),
             description: description.unwrap_or_default(),
@@ -294,6 +325,7 @@ impl ServerPool {
             sum.rebuilds.fetch_add(s.rebuilds.load(Ordering::Relaxed), Ordering::Relaxed);
             sum.inline.fetch_add(s.inline.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        sum.timer_ticks_dropped.store(self.timers.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
         sum
     }
 
@@ -358,14 +390,25 @@ impl ServerPool {
         Self::submit_to(self.pick(key), Work::SessionClosed(session), self.inline()).await.map(drop)
     }
 
-    /// Runs the remote `route` (`service.method`) on any instance; `hops` counts the RPCs that
-    /// led to this call, and its caller gives up after `timeout`.
+    /// Runs the remote `route` (`service.method`) on an instance that does not wait up `chain`
+    /// (the call that led here); its caller gives up after `timeout`.
     ///
     /// # Errors
-    /// See [`CallError`].
-    pub async fn remote(&self, route: &str, body: Bytes, hops: u64, timeout: Duration) -> Result<Vec<u8>, CallError> {
-        let work = Work::Remote { route: route.to_owned(), body, hops };
-        Self::submit_to(self.pick(None), work, self.inline_within(timeout)).await
+    /// [`CallError::Cycle`] at once when every instance waits up the chain; see [`CallError`].
+    pub async fn remote(&self, route: &str, body: Bytes, chain: &CallChain, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        let n = self.workers.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let free = (0..n).map(|k| (first + k) % n).find(|&i| !chain.holds(&self.chain_entry(i)));
+        let Some(i) = free else {
+            return Err(CallError::Cycle(self.server_id.clone()));
+        };
+        let work = Work::Remote { route: route.to_owned(), body, chain: chain.clone() };
+        Self::submit_to(&self.workers[i], work, self.inline_within(timeout)).await
+    }
+
+    /// Instance `i` of this pool as an entry of a call chain.
+    fn chain_entry(&self, i: usize) -> String {
+        format!("{}#r{i}", self.server_id)
     }
 
     /// Lets every instance finish the calls queued on it, calls the guests' `shutdown` and
@@ -421,7 +464,7 @@ impl Worker {
         stats: Arc<PoolStats>,
         env: InstanceEnv,
     ) -> Self {
-        let tag = LogTag { server_type: config.server_type.as_str().into(), instance: index, ..LogTag::default() };
+        let tag = LogTag::new(&config.server_type, index, config.log_rate);
         let deadline_ticks = ticks(config.call_timeout);
         Self {
             env,
@@ -447,13 +490,16 @@ impl Worker {
     /// Creates a fresh instance and runs its `init`.
     fn instantiate(&self) -> Result<Slot, String> {
         self.set_tag("init", 0);
-        let state = HostState::new(
+        let mut state = HostState::new(
             self.tag.clone(),
             self.config.memory_limit,
             self.env.services.clone(),
             self.env.caller.clone(),
             self.env.timers.clone(),
         );
+        if self.config.remotes {
+            state.me = Some(format!("{}#r{}", self.config.server_id, self.index).into());
+        }
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| {
@@ -472,16 +518,13 @@ impl Worker {
             if rest > 0 {
                 return Ok(wasmtime::UpdateDeadline::Continue(rest));
             }
-            // At the deadline: grant the time the call spent blocked in the host (RPC), else trap.
-            let extra = std::mem::take(&mut data.deadline_extension);
-            if extra > 0 {
-                Ok(wasmtime::UpdateDeadline::Continue(extra))
-            } else {
-                Err(Trap::Interrupt.into())
-            }
+            // The deadline is wall-clock: time spent waiting in the host (a sleep, an RPC)
+            // counts too, and those waits end at the same deadline.
+            Err(Trap::Interrupt.into())
         });
         // Initialisation may do more than a call: give it ten call budgets.
         store.set_epoch_deadline(self.deadline_ticks.saturating_mul(10));
+        store.data_mut().deadline = Some(std::time::Instant::now() + self.config.call_timeout * 10);
         let bindings = self.component.pre.instantiate(&mut store).map_err(|e| format!("instantiation failed: {e:#}"))?;
         let info = types::InitInfo {
             server_type: self.config.server_type.clone(),
@@ -525,12 +568,10 @@ impl Worker {
     /// guest's `shutdown`; what is sent afterwards is dropped, its reply read as Unavailable.
     fn run(worker: &tokio::sync::Mutex<Self>, rx: &mpsc::Receiver<Msg>) {
         while let Ok(msg) = rx.recv() {
+            // One message per hold: the lock is fair, so calls waiting for it on I/O threads
+            // take their turn between two timer ticks (or two queued calls).
             let mut this = worker.blocking_lock();
             this.handle(msg);
-            // What queued meanwhile runs under the same hold.
-            while let Ok(msg) = rx.try_recv() {
-                this.handle(msg);
-            }
             if this.stopped {
                 return;
             }
@@ -594,14 +635,14 @@ impl Worker {
             Work::SessionClosed(session) => ("on-session-close", Some(session)),
             Work::Remote { route, .. } => (route.as_str(), None),
         };
-        let hops = if let Work::Remote { hops, .. } = &work { *hops } else { 0 };
+        let chain = if let Work::Remote { chain, .. } = &work { chain.clone() } else { CallChain::default() };
         self.set_tag(route, session.map_or(0, |s| s.id()));
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();
         data.call = session.cloned();
         data.limits.hit = false;
-        data.deadline_extension = 0;
-        data.hops = hops;
+        data.chain = chain;
+        data.deadline = Some(std::time::Instant::now() + self.config.call_timeout);
         data.inline = if inline { Inline::slices(self.deadline_ticks) } else { Inline::default() };
         if inline {
             self.stats.inline.fetch_add(1, Ordering::Relaxed);
@@ -613,18 +654,27 @@ impl Worker {
         let guest = slot.bindings.kiwano_server_guest();
         let result = guarded(|| match &work {
             Work::Handle { route, body, .. } => guest.call_handle(&mut slot.store, borrow(), route, body),
-            Work::SessionClosed(_) => guest.call_on_session_close(&mut slot.store, borrow()).map(|()| Ok(Vec::new())),
+            Work::SessionClosed(session) => {
+                session.close_started();
+                let r = guest.call_on_session_close(&mut slot.store, borrow()).map(|()| Ok(Vec::new()));
+                session.close_finished();
+                r
+            }
             Work::Remote { route, body, .. } => guest.call_remote(&mut slot.store, route, body),
         });
         let data = slot.store.data_mut();
         let _ = data.table.delete(token);
         data.call = None;
+        data.deadline = None;
+        crate::host::report_dropped(&mut self.tag.lock());
+        let max = self.config.max_response;
         match result {
-            Ok(Ok(bytes)) if bytes.len() > self.config.max_response => {
-                Err(CallError::ResponseTooLarge { size: bytes.len(), max: self.config.max_response })
-            }
+            Ok(Ok(bytes)) if bytes.len() > max => Err(CallError::ResponseTooLarge { size: bytes.len(), max }),
             Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(e)) => Err(CallError::Guest(e.into())),
+            Ok(Err(e)) => {
+                let size = e.code.len() + e.msg.len() + e.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                if size > max { Err(CallError::ErrorTooLarge { size, max }) } else { Err(CallError::Guest(e.into())) }
+            }
             Err(e) => Err(self.trapped(e)),
         }
     }
@@ -635,10 +685,13 @@ impl Worker {
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();
         data.limits.hit = false;
-        data.deadline_extension = 0;
+        data.chain = CallChain::default();
+        data.deadline = Some(std::time::Instant::now() + self.config.call_timeout);
         data.inline = Inline::default();
         slot.store.set_epoch_deadline(self.deadline_ticks);
         let r = guarded(|| slot.bindings.kiwano_server_guest().call_on_timer(&mut slot.store, id, payload));
+        slot.store.data_mut().deadline = None;
+        crate::host::report_dropped(&mut self.tag.lock());
         r.map_err(|e| self.trapped(e))
     }
 

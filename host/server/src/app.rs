@@ -162,6 +162,9 @@ impl Server {
                 memory_limit: st.memory_limit,
                 max_response: st.max_response,
                 config_json: serde_json::to_string(&st.config).unwrap_or_else(|_| "{}".into()),
+                max_timers: st.max_timers,
+                log_rate: st.log_rate,
+                remotes: false,
             };
             let rt = runtime.clone();
             let svc: Arc<dyn HostServices> = services.clone();
@@ -176,7 +179,7 @@ impl Server {
                 let remotes = if pool.description().remotes.is_empty() {
                     None
                 } else {
-                    let cfg = PoolConfig { instances: remote_instances, ..pool_config };
+                    let cfg = PoolConfig { instances: remote_instances, remotes: true, ..pool_config };
                     Some(ServerPool::start(&rt, &component, cfg, svc)?)
                 };
                 Ok((pool, remotes))

@@ -75,7 +75,7 @@ impl BackendSession {
     }
 
     fn sys_request(&self, route: &str, data: Vec<u8>) -> bytes::Bytes {
-        let meta = messages::metadata(&self.server_id, &self.server_type, self.timeout, 0, None);
+        let meta = messages::metadata(&self.server_id, &self.server_type, self.timeout, &kiwano_runtime::CallChain::default(), None);
         messages::encode_request(&protos::Request {
             r#type: protos::RpcType::User as i32,
             session: None,

@@ -234,8 +234,14 @@ pub struct ServerTypeConfig {
     pub call_timeout: Duration,
     /// Memory cap of one instance, in bytes.
     pub memory_limit: usize,
-    /// Largest response a handler may return, in bytes.
+    /// Largest response a handler may return, in bytes; also the largest error (code, message
+    /// and metadata together).
     pub max_response: usize,
+    /// Live timers one instance may hold.
+    pub max_timers: usize,
+    /// Log records and stdout/stderr lines one instance may emit per second (bursts of up to a
+    /// second's worth); the rest are dropped and counted.
+    pub log_rate: u32,
     /// Free-form table given to the guest's `init` as JSON.
     pub config: toml::Table,
     /// Where clients connect.
@@ -263,6 +269,8 @@ impl Default for ServerTypeConfig {
             call_timeout: Duration::from_secs(5),
             memory_limit: 64 << 20,
             max_response: 1 << 20,
+            max_timers: 1024,
+            log_rate: 100,
             config: toml::Table::new(),
             acceptors: Vec::new(),
             max_connections: 100_000,
@@ -406,6 +414,8 @@ impl Config {
                 );
             }
             for (k, v) in [
+                ("max_timers", s.max_timers),
+                ("log_rate", s.log_rate as usize),
                 ("max_connections", s.max_connections),
                 ("max_connections_per_address", s.max_connections_per_address),
                 ("max_handshaking", s.max_handshaking),

@@ -138,7 +138,9 @@ impl AsyncRead for FrameGate {
                 }
                 Err(need) => need,
             };
-            let want = need.clamp(512, CHUNK);
+            // Growing with the bytes that arrived (at most doubling per read), never with what
+            // a header announces.
+            let want = need.min(this.buf.len().clamp(512, CHUNK)).max(512);
             if this.buf.capacity() - this.buf.len() < want {
                 this.buf.reserve(want);
             }

@@ -74,6 +74,8 @@ fn from_call(route: &str, server: &ServerType, e: CallError) -> PitayaError {
             msg: g.msg,
             metadata: g.metadata.into_iter().collect(),
         },
+        // Like the hop limit: the caller learns why, at once.
+        cycle @ CallError::Cycle(_) => PitayaError::new(codes::INTERNAL, format!("{cycle} (at {route})")),
         other => {
             tracing::warn!(server_type = %server.name, route, "guest call failed: {other}");
             internal(route)
@@ -92,14 +94,13 @@ async fn handle(shared: &Arc<Shared>, server: &Arc<ServerType>, bytes: &[u8], ti
     let mut req = protos::Request::decode(bytes).map_err(|e| PitayaError::new(codes::BAD_REQUEST, format!("undecodable rpc request: {e}")))?;
     let meta = messages::read_metadata(&req)?;
     let msg = req.msg.take().ok_or_else(|| PitayaError::new(codes::BAD_REQUEST, "rpc request without a message"))?;
-    let hops = meta.hops;
-    if hops >= messages::MAX_HOPS {
+    if meta.chain.hops >= messages::MAX_HOPS {
         return Err(PitayaError::new(codes::INTERNAL, format!("rpc hop limit ({}) reached at {}", messages::MAX_HOPS, msg.route)));
     }
     if req.r#type == protos::RpcType::Sys as i32 {
         forwarded(shared, server, req, msg, timeout).await
     } else {
-        user(shared, server, msg, hops, timeout).await
+        user(shared, server, msg, &meta.chain, timeout).await
     }
 }
 
@@ -155,7 +156,13 @@ fn ack() -> Bytes {
 }
 
 /// A call to this server: `sys.*` session calls, or a remote.
-async fn user(shared: &Arc<Shared>, server: &Arc<ServerType>, msg: protos::Msg, hops: u64, timeout: Duration) -> Result<Bytes, PitayaError> {
+async fn user(
+    shared: &Arc<Shared>,
+    server: &Arc<ServerType>,
+    msg: protos::Msg,
+    chain: &kiwano_runtime::CallChain,
+    timeout: Duration,
+) -> Result<Bytes, PitayaError> {
     let bad = |what: &str, e: prost::DecodeError| PitayaError::new(codes::BAD_REQUEST, format!("{what}: {e}"));
     match msg.route.as_str() {
         "sys.bindsession" => {
@@ -188,7 +195,7 @@ async fn user(shared: &Arc<Shared>, server: &Arc<ServerType>, msg: protos::Msg, 
                 e.metadata.insert("route".into(), remote.to_owned());
                 return Err(e);
             };
-            pool.remote(remote, Bytes::from(msg.data), hops, timeout).await.map(messages::ok).map_err(|e| from_call(route, server, e))
+            pool.remote(remote, Bytes::from(msg.data), chain, timeout).await.map(messages::ok).map_err(|e| from_call(route, server, e))
         }
     }
 }

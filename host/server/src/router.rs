@@ -176,7 +176,7 @@ async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &
         return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
     };
     let timeout = shared.request_timeout;
-    let meta = messages::metadata(&frontend_id, frontend, timeout, 0, Some(&full));
+    let meta = messages::metadata(&frontend_id, frontend, timeout, &kiwano_runtime::CallChain::default(), Some(&full));
     let kind = if msg.kind == MessageType::Notify { protos::MsgType::MsgNotify } else { protos::MsgType::MsgRequest };
     let request = protos::Request {
         r#type: protos::RpcType::Sys as i32,

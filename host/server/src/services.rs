@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kiwano_protocol::error::codes;
 use kiwano_protocol::protos;
-use kiwano_runtime::{Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
+use kiwano_runtime::{CallChain, Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
 
 use crate::cluster::{Cluster, RpcError, messages};
 use crate::groups::MemoryGroups;
@@ -102,7 +102,7 @@ impl HostServices for Services {
     fn rpc(
         &self,
         caller: &Caller,
-        hops: u64,
+        chain: &CallChain,
         target: RpcTarget,
         route: &str,
         body: &[u8],
@@ -113,7 +113,7 @@ impl HostServices for Services {
             return Err(GuestError::new(codes::BAD_REQUEST, format!("invalid rpc route {route:?}: want server-type.service.method")));
         }
         let server_type = parts[0];
-        if hops >= messages::MAX_HOPS {
+        if chain.hops >= messages::MAX_HOPS {
             return Err(GuestError::new(codes::INTERNAL, format!("rpc hop limit ({}) reached at {route}", messages::MAX_HOPS)));
         }
         let discovery = &self.cluster.discovery;
@@ -133,7 +133,7 @@ impl HostServices for Services {
                 .ok_or_else(|| GuestError::new(codes::INTERNAL, format!("server {id:?} not found")))?,
         };
         let frontend = discovery.server(&caller.server_id).is_some_and(|s| s.frontend);
-        let meta = messages::metadata(&caller.server_id, &caller.server_type, timeout, hops, None);
+        let meta = messages::metadata(&caller.server_id, &caller.server_type, timeout, chain, None);
         let request = protos::Request {
             r#type: protos::RpcType::User as i32,
             session: None,

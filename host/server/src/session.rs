@@ -225,9 +225,25 @@ impl OutQueue {
     }
 }
 
+/// Where a closed session's `on-session-close` stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseStage {
+    /// Not started (or the session is still open).
+    Pending,
+    /// Running: what it does for this uid may still land.
+    Running,
+    /// Over.
+    Done,
+}
+
+/// How long a bind waits for the close handler of an older session of its uid that is running.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct State {
     /// A newer session bound this session's uid (a reconnect, a second device).
     displaced: bool,
+    /// Its close handler's stage: a newer bind of its uid waits while it runs.
+    close: CloseStage,
     /// Server pinned per server type for forwarded messages.
     pins: HashMap<String, String>,
     uid: Option<String>,
@@ -247,6 +263,8 @@ pub struct Session {
     /// Wakes the connection task.
     pub(crate) bell: Bell,
     closed: AtomicBool,
+    /// Signalled when the close handler is over.
+    closed_cv: parking_lot::Condvar,
     wire: Arc<Wire>,
     pool: Arc<SessionPool>,
 }
@@ -375,6 +393,15 @@ impl SessionHandle for Session {
         Session::displaced(self)
     }
 
+    fn close_started(&self) {
+        self.state.lock().close = CloseStage::Running;
+    }
+
+    fn close_finished(&self) {
+        self.state.lock().close = CloseStage::Done;
+        self.closed_cv.notify_all();
+    }
+
     fn get(&self, key: &str) -> Option<String> {
         self.state.lock().data.get(key).map(Value::to_string)
     }
@@ -472,7 +499,15 @@ impl SessionPool {
         let session = Arc::new(Session {
             id,
             remote,
-            state: Mutex::new(State { displaced: false, pins: HashMap::new(), uid: None, data, handshake: "{}".into() }),
+            state: Mutex::new(State {
+                displaced: false,
+                close: CloseStage::Pending,
+                pins: HashMap::new(),
+                uid: None,
+                data,
+                handshake: "{}".into(),
+            }),
+            closed_cv: parking_lot::Condvar::new(),
             out: OutQueue::new(outgoing, outgoing_bytes),
             signal: CloseSignal::default(),
             bell: Bell::default(),
@@ -542,17 +577,36 @@ impl SessionPool {
             }
             st.uid = Some(uid.to_owned());
         }
+        // Sessions of this uid still closing are displaced too, though they already left the
+        // index: a close handler not started yet will see it; one already running may still
+        // undo what this session is about to do (a leave landing after the join), so the bind
+        // waits for it to end.
+        let mut running = Vec::new();
         let previous = {
             let mut by_uid = self.by_uid.lock();
-            // Sessions of this uid still closing (their close handlers not run yet) are
-            // displaced too, though they already left the index.
             if let Some(closing) = self.closing.lock().get(uid) {
                 for s in closing {
-                    s.state.lock().displaced = true;
+                    let mut st = s.state.lock();
+                    st.displaced = true;
+                    if st.close == CloseStage::Running {
+                        running.push(s.clone());
+                    }
                 }
             }
             by_uid.insert(uid.to_owned(), session.clone())
         };
+        for s in running {
+            kiwano_runtime::blocking(|| {
+                let mut st = s.state.lock();
+                let deadline = std::time::Instant::now() + CLOSE_WAIT;
+                while st.close == CloseStage::Running {
+                    if s.closed_cv.wait_until(&mut st, deadline).timed_out() {
+                        tracing::warn!(uid, session = s.id, "bind went on while an older session's close handler still ran");
+                        break;
+                    }
+                }
+            });
+        }
         if let Some(old) = previous.filter(|old| !Arc::ptr_eq(old, &session)) {
             old.state.lock().displaced = true;
             tracing::info!(uid, old = old.id, new = id, "uid bound by a new session: kicking the old one");

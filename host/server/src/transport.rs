@@ -156,9 +156,9 @@ impl Transport {
                     }
                     return Poll::Ready(Ok(Some(p)));
                 }
-                // Room for what the packet still lacks, a chunk at a time: the buffer grows
-                // with the bytes that arrive, not with what the header announces.
-                let want = decoder.missing(buf).clamp(512, READ_CHUNK);
+                // Room for what the packet still lacks, growing with the bytes that arrived (at
+                // most doubling per read), never with what the header announces.
+                let want = decoder.missing(buf).min(buf.len().clamp(512, READ_CHUNK)).max(512);
                 if buf.capacity() - buf.len() < want {
                     buf.reserve(want);
                 }

@@ -7,10 +7,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use kiwano_protocol::error::codes;
 use kiwano_protocol::{PitayaError, protos};
+use kiwano_runtime::CallChain;
 use prost::Message as _;
 
 /// Metadata key of the hop count: how many RPCs led to this one.
 pub const HOPS: &str = "kiwano.hops";
+/// Metadata key of the remote instances up the chain that wait for this call
+/// (`server-id#r<index>`, comma-separated; absent when none).
+pub const WAITING: &str = "kiwano.waiting";
 /// Calls that reached this many hops are refused: a cycle of RPCs stops here.
 pub const MAX_HOPS: u64 = 8;
 
@@ -94,14 +98,20 @@ fn write_request_id(out: &mut Vec<u8>) {
 /// The propagated context of a call made by server `peer_id` of type `peer_type`, as the JSON
 /// object `Request.metadata` carries. Written directly, keys in order: it is built for every
 /// forwarded message.
-pub fn metadata(peer_id: &str, peer_type: &str, timeout: Duration, hops: u64, route: Option<&str>) -> Vec<u8> {
+pub fn metadata(peer_id: &str, peer_type: &str, timeout: Duration, chain: &CallChain, route: Option<&str>) -> Vec<u8> {
     use std::io::Write as _;
     let mut out = Vec::with_capacity(192);
     let string = |out: &mut Vec<u8>, s: &str| {
         // Serializing a string into a vector cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
     };
-    let _ = write!(out, "{{\"{HOPS}\":{hops},\"peer.id\":");
+    let _ = write!(out, "{{\"{HOPS}\":{},", chain.hops);
+    if !chain.waiting.is_empty() {
+        let _ = write!(out, "\"{WAITING}\":");
+        string(&mut out, &chain.waiting);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"peer.id\":");
     string(&mut out, peer_id);
     out.extend_from_slice(b",\"peer.service\":");
     string(&mut out, peer_type);
@@ -150,10 +160,10 @@ pub fn read_response(bytes: &[u8]) -> Result<Vec<u8>, PitayaError> {
 }
 
 /// What a server reads from a received request's metadata.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Metadata {
-    /// The RPCs that led to this one.
-    pub hops: u64,
+    /// The RPCs that led to this one, and the remote instances waiting up the chain.
+    pub chain: CallChain,
 }
 
 impl<'de> serde::Deserialize<'de> for Metadata {
@@ -166,12 +176,14 @@ impl<'de> serde::Deserialize<'de> for Metadata {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
                 let (mut meta, mut entries) = (Metadata::default(), 0);
-                while let Some(IsHops(hops)) = map.next_key::<IsHops>()? {
+                while let Some(key) = map.next_key::<Key>()? {
                     entries += 1;
-                    if hops {
-                        meta.hops = map.next_value::<Option<u64>>()?.unwrap_or(0);
-                    } else {
-                        map.next_value::<serde::de::IgnoredAny>()?;
+                    match key {
+                        Key::Hops => meta.chain.hops = map.next_value::<Option<u64>>()?.unwrap_or(0),
+                        Key::Waiting => meta.chain.waiting = map.next_value::<Option<String>>()?.unwrap_or_default(),
+                        Key::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
                     }
                 }
                 if entries == 0 {
@@ -184,19 +196,27 @@ impl<'de> serde::Deserialize<'de> for Metadata {
     }
 }
 
-/// A metadata key, read without allocating: whether it is [`HOPS`].
-struct IsHops(bool);
+/// A metadata key, read without allocating: [`HOPS`], [`WAITING`] or another.
+enum Key {
+    Hops,
+    Waiting,
+    Other,
+}
 
-impl<'de> serde::Deserialize<'de> for IsHops {
+impl<'de> serde::Deserialize<'de> for Key {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit;
         impl serde::de::Visitor<'_> for Visit {
-            type Value = IsHops;
+            type Value = Key;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<IsHops, E> {
-                Ok(IsHops(v == HOPS))
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    HOPS => Key::Hops,
+                    WAITING => Key::Waiting,
+                    _ => Key::Other,
+                })
             }
         }
         d.deserialize_str(Visit)
@@ -235,7 +255,8 @@ mod tests {
 
     #[test]
     fn metadata_is_the_json_object_pitaya_reads() {
-        let bytes = metadata("fe-1", "conn\"ector", Duration::from_millis(1500), 3, Some("room.room.join"));
+        let chain = CallChain { hops: 3, waiting: String::new() };
+        let bytes = metadata("fe-1", "conn\"ector", Duration::from_millis(1500), &chain, Some("room.room.join"));
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["peer.id"], "fe-1");
         assert_eq!(v["peer.service"], "conn\"ector");
@@ -246,12 +267,17 @@ mod tests {
         assert_eq!(v["request.id"].as_str().unwrap().len(), 24);
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), 7);
-        let plain: serde_json::Value = serde_json::from_slice(&metadata("b-1", "room", Duration::from_secs(5), 0, None)).unwrap();
+        let plain: serde_json::Value = serde_json::from_slice(&metadata("b-1", "room", Duration::from_secs(5), &CallChain::default(), None)).unwrap();
         assert_eq!(plain.as_object().unwrap().len(), 5);
+        let waiting = CallChain { hops: 2, waiting: "room-1#r0,room-1#r1".into() };
+        let bytes = metadata("b-1", "room", Duration::from_secs(5), &waiting, None);
+        let read = |m: &[u8]| read_metadata(&protos::Request { metadata: m.to_vec(), ..Default::default() });
+        assert_eq!(read(&bytes).unwrap(), Metadata { chain: waiting });
 
         let read = |m: &[u8]| read_metadata(&protos::Request { metadata: m.to_vec(), ..Default::default() });
-        assert_eq!(read(&bytes).unwrap(), Metadata { hops: 3 });
-        assert_eq!(read(br#"{"peer.id":"x"}"#).unwrap(), Metadata { hops: 0 });
+        let chain = CallChain { hops: 3, waiting: String::new() };
+        assert_eq!(read(&metadata("fe-1", "c", Duration::from_secs(1), &chain, None)).unwrap(), Metadata { chain });
+        assert_eq!(read(br#"{"peer.id":"x"}"#).unwrap(), Metadata::default());
         for bad in [&b"{}"[..], b"[1]", b"", b"null", b"{\"kiwano.hops\":\"x\"}"] {
             assert_eq!(read(bad).unwrap_err().msg, "no context found", "{:?}", String::from_utf8_lossy(bad));
         }

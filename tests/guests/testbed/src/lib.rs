@@ -95,10 +95,15 @@ struct TimerCmd {
 
 fn set_timer(_: &Context, c: TimerCmd) -> Result<u64, Error> {
     let payload = json!({"uid": c.uid, "tag": c.tag}).to_string();
-    Ok(if c.every { timers::every(Duration::from_millis(c.ms), payload.as_bytes()) } else { timers::after(Duration::from_millis(c.ms), payload.as_bytes()) })
+    if c.every { timers::every(Duration::from_millis(c.ms), payload.as_bytes()) } else { timers::after(Duration::from_millis(c.ms), payload.as_bytes()) }
 }
 
 fn on_timer(id: u64, payload: &[u8]) {
+    // A handler slower than its timer's period.
+    if let Some(ms) = payload.strip_prefix(b"busy:") {
+        spin(Duration::from_millis(number(ms)));
+        return;
+    }
     let Ok(v) = serde_json::from_slice::<Value>(payload) else { return };
     let uid = v["uid"].as_str().unwrap_or_default().to_owned();
     let tag = v["tag"].as_str().unwrap_or_default();
@@ -172,6 +177,44 @@ fn handlers(s: Server) -> Server {
         .request("test.rpc", call_rpc)
         .request("test.timer", set_timer)
         .request("test.cancel", |_, id: u64| Ok(timers::cancel(id)))
+        // Blocks in WASI (a monotonic-clock pollable) for the given milliseconds.
+        .request_raw("test.sleep", |_, b| {
+            std::thread::sleep(Duration::from_millis(number(b)));
+            Ok(b"slept".to_vec())
+        })
+        // Prints the given number of lines to stdout.
+        .request_raw("test.print", |_, b| {
+            for i in 0..number(b) {
+                println!("line {i}");
+            }
+            Ok(b"printed".to_vec())
+        })
+        // An error whose message has the given number of bytes.
+        .request_raw("test.bigerror", |_, b| Err(Error::new("RH-002", "e".repeat(number(b) as usize))))
+        // A timer every `period` ms whose handler spins `busy` ms.
+        .request("test.busytimer", |_, (period, busy): (u64, u64)| {
+            timers::every(Duration::from_millis(period), format!("busy:{busy}").as_bytes())
+        })
+        // Sets the given number of one-hour timers; how many were set, and the first error.
+        .request_raw("test.timerstorm", |_, b| {
+            let mut set = 0;
+            for _ in 0..number(b) {
+                match timers::after(Duration::from_secs(3600), b"storm") {
+                    Ok(_) => set += 1,
+                    Err(e) => return Ok(format!("{set} set, then {}: {}", e.code, e.msg).into_bytes()),
+                }
+            }
+            Ok(format!("{set} set").into_bytes())
+        })
+        // What the sandbox refuses: a UDP socket, a file.
+        .request_raw("test.udp", |_, _| match std::net::UdpSocket::bind("0.0.0.0:0") {
+            Ok(_) => Ok(b"bound".to_vec()),
+            Err(e) => Err(Error::new("RH-003", e.to_string())),
+        })
+        .request_raw("test.readfile", |_, b| match std::fs::read(text(b)) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => Err(Error::new("RH-004", e.to_string())),
+        })
 }
 
 fn remotes(s: Server) -> Server {
