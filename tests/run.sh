@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Sets up what is missing, then runs the whole test suite (unit, property, wire conformance over
-# real sockets, guests built from source, and a smoke run of examples/run.sh).
+# Sets up what is missing (tests/setup.sh), then runs the whole test suite (unit, property, wire
+# conformance over real sockets, guests built from source, and a smoke run of examples/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deploy/setup.sh
+tests/setup.sh
 cargo test --workspace --no-fail-fast "$@"

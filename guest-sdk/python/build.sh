@@ -4,7 +4,7 @@
 #   guest-sdk/python/build.sh <app-dir> <module> <out.wasm>
 #
 # <app-dir> holds <module>.py, which defines `class Guest(wit_world.exports.Guest)`. Needs
-# componentize-py 0.25 (deploy/setup.sh installs it).
+# componentize-py 0.25 (tests/setup.sh installs it).
 set -euo pipefail
 if [ $# -ne 3 ]; then
     echo "usage: $0 <app-dir> <module> <out.wasm>" >&2

@@ -3,7 +3,7 @@
 //!
 //! Their sources live in `tests/polyglot/<name>/`; components go to `target/polyglot/`. Each is
 //! built at most once per test process, and only when it is missing or older than its sources,
-//! the WIT or the build helper. `deploy/setup.sh` installs the tools.
+//! the WIT or the build helper. `tests/setup.sh` installs the tools.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,7 +31,7 @@ pub fn js_guest() -> PathBuf {
     let build = || {
         build("js-echo", "guest-sdk/js/componentize.mjs", |script, src, out| {
             let installed = script.with_file_name("node_modules").join("@bytecodealliance/componentize-js");
-            assert!(installed.is_dir(), "componentize-js is not installed: run deploy/setup.sh (npm ci in guest-sdk/js)");
+            assert!(installed.is_dir(), "componentize-js is not installed: run tests/setup.sh (npm ci in guest-sdk/js)");
             let mut cmd = Command::new("node");
             cmd.arg(script).arg(src.join("echo.js")).arg(out);
             cmd
@@ -60,7 +60,7 @@ fn build(name: &str, script: &str, command: impl FnOnce(&Path, &Path, &Path) -> 
     let mut cmd = command(&script, &src, &tmp);
     // Their chatter on stdout would land in `cargo test`'s output; errors go to stderr.
     let status = cmd.current_dir(&root).stdout(Stdio::null()).status().unwrap_or_else(|e| {
-        panic!("cannot run {:?} to build {name} ({e}): run deploy/setup.sh", cmd.get_program())
+        panic!("cannot run {:?} to build {name} ({e}): run tests/setup.sh", cmd.get_program())
     });
     assert!(status.success(), "building polyglot guest {name} failed ({status})");
     std::fs::rename(&tmp, &out).expect("move the component into place");

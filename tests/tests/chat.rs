@@ -67,24 +67,15 @@ async fn chat_flow_with_several_websocket_clients() {
 async fn the_web_client_is_served_over_http() {
     let server = start_example("chat").await;
     let http = server.http_address().unwrap();
-    let get = |path: &str| {
-        let path = path.to_owned();
-        async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        }
-    };
-    let page = get("/web/").await;
-    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
-    assert!(page.contains("Content-Type: text/html") && page.contains("<title>Kiwano chat</title>"));
-    let js = get("/web/pitaya.js").await;
-    assert!(js.contains("Content-Type: text/javascript") && js.contains("export class PitayaClient"));
-    assert!(get("/web/../kiwano.toml").await.starts_with("HTTP/1.1 404"));
-    assert!(get("/web/nope.js").await.starts_with("HTTP/1.1 404"));
-    assert!(get("/").await.contains("Location: /web/"));
+    let page = http_request(http, "GET", "/web/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").unwrap_or_default().starts_with("text/html"), "{page:?}");
+    assert!(page.text().contains("<title>Kiwano chat</title>"));
+    let js = http_request(http, "GET", "/web/pitaya.js").await;
+    assert!(js.header("content-type").unwrap_or_default().starts_with("text/javascript"), "{js:?}");
+    assert!(js.text().contains("export class PitayaClient"));
+    assert_eq!(http_request(http, "GET", "/web/../kiwano.toml").await.status, 404);
+    assert_eq!(http_request(http, "GET", "/web/nope.js").await.status, 404);
+    assert_eq!(http_request(http, "GET", "/").await.header("location"), Some("/web/"));
     server.shutdown().await;
 }

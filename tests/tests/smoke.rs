@@ -46,15 +46,8 @@ async fn readme_run_command_serves_the_example_game() {
     assert_eq!(&r.data[..], br#"{"code":0,"result":"success"}"#);
     let members = client.next_message().await.expect("members");
     assert_eq!((members.route.as_str(), &members.data[..]), ("onMembers", &br#"{"members":[]}"#[..]));
-    let page = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http)).await.expect("http");
-        s.write_all(b"GET /web/ HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("request");
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.expect("page");
-        out
-    };
-    assert!(page.starts_with("HTTP/1.1 200 OK") && page.contains("Kiwano chat"), "{page}");
+    let page = http_request(([127, 0, 0, 1], http).into(), "GET", "/web/").await;
+    assert!(page.status == 200 && page.text().contains("Kiwano chat"), "{page:?}");
 
     // `cargo run` execs the binary: the child is kiwano itself.
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
@@ -71,4 +64,25 @@ async fn readme_run_command_serves_the_example_game() {
     let logs = logs();
     assert!(logs.contains("SIGTERM received") && logs.contains("stopped"), "{logs}");
     assert!(client.recv_packet().await.map(|p| p.is_none()).unwrap_or(true), "connection closed at shutdown");
+}
+
+/// The run command's setup installs what running needs and nothing only the tests use: with
+/// the Rust target there, it calls no package manager at all.
+#[test]
+fn the_run_commands_setup_installs_nothing_only_the_tests_need() {
+    let shims = std::env::temp_dir().join(format!("kiwano-setup-shims-{}", std::process::id()));
+    std::fs::create_dir_all(&shims).unwrap();
+    let calls = shims.join("calls.log");
+    for tool in ["apt-get", "npm", "pip", "pip3", "python3", "componentize-py", "chromium"] {
+        let shim = shims.join(tool);
+        std::fs::write(&shim, format!("#!/bin/sh\necho \"{tool} $*\" >> {}\nexit 0\n", calls.display())).unwrap();
+        std::process::Command::new("chmod").arg("+x").arg(&shim).status().unwrap();
+    }
+    let path = format!("{}:{}", shims.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash").arg(root().join("deploy/setup.sh")).env("PATH", path).output().expect("setup runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let called = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert_eq!(called, "", "deploy/setup.sh called: {called}");
+    let run = std::fs::read_to_string(root().join("examples/run.sh")).unwrap();
+    assert!(run.contains("deploy/setup.sh") && !run.contains("tests/setup.sh"), "{run}");
 }

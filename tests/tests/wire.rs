@@ -271,3 +271,25 @@ async fn malformed_input_closes_only_that_connection() {
         assert!(logs.contains(reason), "log lacks {reason:?}");
     }
 }
+
+/// libpitaya sends the host it connects to as SNI, an IP address included, which TLS forbids;
+/// the handshake goes on and the log stays quiet (rustls warned once per connection).
+#[tokio::test]
+async fn a_tls_client_sending_an_ip_address_as_sni_is_served_quietly() {
+    let s = TestServer::start().await;
+    let addr = s.addr(Transport::Tls);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr, "-servername", "127.0.0.1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl runs (tests/setup.sh installs it)")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CONNECTED") && text.contains("Server certificate"), "{text}");
+    let logs = logs();
+    assert!(!logs.contains("Illegal SNI"), "{logs}");
+    s.server.shutdown().await;
+}

@@ -145,22 +145,47 @@ fn run(project: &Path, config: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load(project, config)?;
     project::build_all(project, &config)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the I/O runtime")?;
-    rt.block_on(async {
+    let clean = rt.block_on(async {
         let server = Server::start(config, project).await?;
         tracing::info!(id = server.id(), "kiwano is serving; SIGINT or SIGTERM stops it");
-        wait_for_signal().await?;
-        server.shutdown().await;
-        Ok(())
-    })
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+        let mut signals = Signals::new()?;
+        signals.next().await;
+        // A second signal ends the process at once.
+        tokio::spawn(async move {
+            signals.next().await;
+            tracing::warn!("second signal: stopping now, without waiting for the shutdown to finish");
+            std::process::exit(1);
+        });
+        anyhow::Ok(server.shutdown().await)
+    })?;
+    if !clean {
+        // Guest calls may still be running on this runtime's threads: ending the process here
+        // is the bounded way out (dropping the runtime would wait for them, or fail the host
+        // calls they are in).
+        std::process::exit(0);
     }
     Ok(())
+}
+
+/// SIGINT and SIGTERM.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }

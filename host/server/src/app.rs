@@ -249,7 +249,7 @@ impl Server {
             http = listener.local_addr().ok();
             let root = Config::resolve(project, &config.app.web_root);
             tracing::info!(address = ?http, root = %root.display(), "serving the web client under /web/");
-            accept_loops.spawn(crate::http::serve(listener, root, shared.shutdown.clone()));
+            accept_loops.spawn(crate::http::serve_http(listener, crate::http::router(root), shared.shutdown.clone()));
         }
         accept_loops.spawn(sweep_groups(services.clone(), config.groups.sweep_interval, shared.shutdown.clone()));
         let faults = shared.clone();
@@ -335,8 +335,13 @@ impl Server {
 
     /// Stops accepting, lets connections finish their queued messages (bounded by
     /// `app.shutdown_timeout`), calls every guest's `shutdown`, and returns.
-    pub async fn shutdown(self) {
+    ///
+    /// The whole of it takes at most `app.shutdown_timeout`: connections and guest `shutdown`s
+    /// share that one deadline. Returns whether everything finished in time; if not, calls may
+    /// still be running in guests, and the caller should end the process rather than wait.
+    pub async fn shutdown(self) -> bool {
         tracing::info!("shutting down");
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         for t in self.shared.types.values() {
             self.shared.cluster.discovery.deregister(&t.id);
         }
@@ -346,20 +351,24 @@ impl Server {
             session.close(crate::session::CloseReason::Shutdown);
         }
         self.accept_loops.close();
-        self.accept_loops.wait().await;
+        let _ = tokio::time::timeout_at(deadline, self.accept_loops.wait()).await;
         self.shared.tracker.close();
-        if tokio::time::timeout(self.shutdown_timeout, self.shared.tracker.wait()).await.is_err() {
+        let mut clean = true;
+        if tokio::time::timeout_at(deadline, self.shared.tracker.wait()).await.is_err() {
             tracing::warn!(timeout = ?self.shutdown_timeout, "connections still open after the shutdown timeout");
+            clean = false;
         }
         for t in self.shared.types.values() {
             self.shared.cluster.rpc.unserve(&t.id);
             for pool in std::iter::once(&t.pool).chain(t.remotes.as_ref()) {
-                if tokio::time::timeout(self.shutdown_timeout, pool.shutdown()).await.is_err() {
-                    tracing::warn!(server_type = %t.name, "guest shutdown did not finish in time");
+                if tokio::time::timeout_at(deadline, pool.shutdown()).await.is_err() {
+                    tracing::warn!(server_type = %t.name, "guest shutdown did not finish before the shutdown timeout");
+                    clean = false;
                 }
             }
         }
         tracing::info!("stopped");
+        clean
     }
 }
 

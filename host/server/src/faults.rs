@@ -29,6 +29,16 @@ impl FaultLog {
     /// Records a fault of `kind`; the first of its kind in an interval is logged at WARN with
     /// `detail`, the others at DEBUG, and counted into the interval's summary.
     pub fn report(&self, kind: &'static str, detail: impl FnOnce() -> String) {
+        self.record(kind, false, detail);
+    }
+
+    /// As [`FaultLog::report`], the first of the interval logged at ERROR: for failures that
+    /// nobody else hears of (a notify's handler failed; the client gets no answer).
+    pub fn report_error(&self, kind: &'static str, detail: impl FnOnce() -> String) {
+        self.record(kind, true, detail);
+    }
+
+    fn record(&self, kind: &'static str, error: bool, detail: impl FnOnce() -> String) {
         let first = {
             let mut kinds = self.kinds.lock();
             let k = kinds.entry(kind).or_default();
@@ -40,7 +50,9 @@ impl FaultLog {
                 true
             }
         };
-        if first {
+        if first && error {
+            tracing::error!(kind, "{}", detail());
+        } else if first {
             tracing::warn!(kind, "{}", detail());
         } else if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!(kind, "{}", detail());

@@ -1,112 +1,97 @@
-//! The process's small HTTP listener: static files of the game's web client under `/web/`.
-//! GET and HEAD only, one request per connection, paths confined to the web root.
+//! The process's HTTP listener (`app.http`), on axum: the game's web client under `/web/`, and
+//! the one place later endpoints (metrics, health, admin) attach to ([`router`] returns the
+//! router to extend).
+//!
+//! Static files are served by tower-http's `ServeFile` (content types, `HEAD`, ranges,
+//! conditional requests) behind Kiwano's own checks: a request path is made of plain names
+//! (no `..`, no empty or hidden segment: `.env`, `.git/` are never served), and the file it
+//! names, once every symlink is resolved, must still be inside the web root. Every response
+//! carries `X-Content-Type-Options: nosniff`.
 
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+use tower_http::set_header::SetResponseHeaderLayer;
 
-/// Largest request head read.
-const MAX_HEAD: usize = 8 << 10;
-
-/// Serves `root` under `/web/` until `shutdown`.
-pub async fn serve(listener: TcpListener, root: PathBuf, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let root = root.clone();
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, &root)).await;
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("http accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
+/// The web root, resolved once.
+struct Web {
+    /// The root as configured (for messages).
+    root: PathBuf,
+    /// The root with its symlinks resolved; `None` if it does not exist (every file is then
+    /// 404).
+    canonical: Option<PathBuf>,
 }
 
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).unwrap_or_default() {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" => "application/json",
-        "png" => "image/png",
-        "svg" => "image/svg+xml",
-        "ico" => "image/x-icon",
-        "wasm" => "application/wasm",
-        _ => "application/octet-stream",
+/// The HTTP routes: `/` and `/web` redirect to `/web/`, `/web/…` serves files of `root`.
+pub fn router(root: PathBuf) -> Router {
+    let canonical = std::fs::canonicalize(&root).ok();
+    if canonical.is_none() {
+        tracing::warn!(root = %root.display(), "the web root does not exist: /web/ answers 404");
     }
+    let web = Arc::new(Web { root, canonical });
+    Router::new()
+        .route("/", get(|| async { Redirect::permanent("/web/") }))
+        .route("/web", get(|| async { Redirect::permanent("/web/") }))
+        .route("/web/", get(|State(web): State<Arc<Web>>, req: Request| async move { serve(&web, "", req).await }))
+        .route(
+            "/web/{*path}",
+            get(|State(web): State<Arc<Web>>, UrlPath(path): UrlPath<String>, req: Request| async move { serve(&web, &path, req).await }),
+        )
+        .with_state(web)
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
 }
 
-/// The file for a request path, if it is under `/web/` and stays inside `root`.
-fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    let rest = path.strip_prefix("/web")?;
-    let rest = rest.strip_prefix('/').unwrap_or(rest);
-    let mut file = root.to_path_buf();
-    for c in Path::new(rest).components() {
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// The file `path` (relative, as the URL gives it) names under the web root, if it may be
+/// served.
+fn resolve(web: &Web, path: &str) -> Option<PathBuf> {
+    let root = web.canonical.as_ref()?;
+    let mut file = root.clone();
+    for c in Path::new(path).components() {
         match c {
-            Component::Normal(part) => file.push(part),
-            Component::CurDir => {}
+            Component::Normal(part) if !part.to_string_lossy().starts_with('.') => file.push(part),
             _ => return None,
         }
     }
-    if file.is_dir() {
-        file.push("index.html");
+    // Symlinks are followed only as far as the root.
+    let mut real = std::fs::canonicalize(&file).ok()?;
+    if real.is_dir() {
+        real = std::fs::canonicalize(real.join("index.html")).ok()?;
     }
-    Some(file)
+    (real.starts_with(root) && real.is_file()).then_some(real)
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &[u8], head_only: bool) {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    if !head_only {
-        let _ = stream.write_all(body).await;
+async fn serve(web: &Web, path: &str, req: Request) -> Response {
+    let path = path.trim_end_matches('/');
+    let Some(file) = resolve(web, path) else {
+        tracing::debug!(root = %web.root.display(), path, "not served");
+        return not_found();
+    };
+    match ServeFile::new(file).oneshot(req).await {
+        Ok(r) => r.map(Body::new),
+        Err(never) => match never {},
     }
-    let _ = stream.shutdown().await;
 }
 
-async fn handle(mut stream: TcpStream, root: &Path) {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        if buf.len() > MAX_HEAD {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"", false).await;
-        }
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    if method != "GET" && method != "HEAD" {
-        return respond(&mut stream, "405 Method Not Allowed", "text/plain", b"method not allowed\n", false).await;
-    }
-    let head_only = method == "HEAD";
-    if target == "/" || target == "/web" {
-        let moved = "HTTP/1.1 301 Moved Permanently\r\nLocation: /web/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        let _ = stream.write_all(moved.as_bytes()).await;
-        return;
-    }
-    match resolve(root, target) {
-        Some(file) => match tokio::fs::read(&file).await {
-            Ok(body) => respond(&mut stream, "200 OK", content_type(&file), &body, head_only).await,
-            Err(_) => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n", head_only).await,
-        },
-        None => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n", head_only).await,
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve_http(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let served = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await });
+    if let Err(e) = served.await {
+        tracing::warn!("http listener failed: {e}");
     }
 }
 
@@ -115,11 +100,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_stay_in_the_root() {
-        let root = Path::new("/srv/web");
-        assert_eq!(resolve(root, "/web/app.js?v=1"), Some(PathBuf::from("/srv/web/app.js")));
-        assert_eq!(resolve(root, "/web/../secret"), None);
-        assert_eq!(resolve(root, "/other"), None);
-        assert_eq!(resolve(root, "/web//etc/passwd"), None);
+    fn paths_stay_in_the_root_and_hidden_files_stay_hidden() {
+        let dir = std::env::temp_dir().join(format!("kiwano-http-unit-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("web/sub")).unwrap();
+        std::fs::write(dir.join("web/index.html"), "home").unwrap();
+        std::fs::write(dir.join("web/sub/app.js"), "js").unwrap();
+        std::fs::write(dir.join("web/.env"), "secret").unwrap();
+        std::fs::write(dir.join("outside.txt"), "outside").unwrap();
+        let _ = std::os::unix::fs::symlink(dir.join("outside.txt"), dir.join("web/escape.txt"));
+        let _ = std::os::unix::fs::symlink(dir.join("web/sub/app.js"), dir.join("web/inside.js"));
+        let web = Web { root: dir.join("web"), canonical: std::fs::canonicalize(dir.join("web")).ok() };
+        let root = web.canonical.clone().unwrap();
+        assert_eq!(resolve(&web, ""), Some(root.join("index.html")));
+        assert_eq!(resolve(&web, "sub/app.js"), Some(root.join("sub/app.js")));
+        assert_eq!(resolve(&web, "inside.js"), Some(root.join("sub/app.js")), "a symlink within the root");
+        assert_eq!(resolve(&web, "escape.txt"), None, "a symlink leaving the root");
+        assert_eq!(resolve(&web, ".env"), None);
+        assert_eq!(resolve(&web, "../outside.txt"), None);
+        assert_eq!(resolve(&web, "sub/../../outside.txt"), None);
+        assert_eq!(resolve(&web, "/etc/passwd"), None);
+        assert_eq!(resolve(&web, "nope.js"), None);
     }
 }

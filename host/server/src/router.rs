@@ -103,7 +103,7 @@ pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, m
         // an error too). A client can make its notifies fail at will, so repeats are counted.
         if let Err(e) = result {
             let (id, uid) = (session.id(), session.uid());
-            shared.faults.report("notify failed", || format!("session {id} (uid {uid:?}): notify {} failed: {e}", msg.route));
+            shared.faults.report_error("notify failed", || format!("session {id} (uid {uid:?}): notify {} failed: {e}", msg.route));
         }
         return;
     }

@@ -1,0 +1,48 @@
+//! What the log says about clients: ordinary disconnects are not warnings, and a flood of
+//! faulty connections is one line per kind plus a count, not a line each.
+
+use std::time::Duration;
+
+use kiwano_tests::*;
+use tokio::io::AsyncWriteExt;
+
+fn warnings(logs: &str) -> Vec<&str> {
+    logs.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_disconnects_are_quiet_and_faults_are_summarised() {
+    let s = TestServer::start().await;
+    // Ordinary disconnects: WebSocket clients gone without a close frame, TCP clients reset.
+    for _ in 0..10 {
+        let c = kiwano_tests::rawws::handshaken(&s.addr(Transport::Ws)).await;
+        drop(c);
+        let c = tokio::net::TcpStream::connect(s.addr(Transport::Tcp)).await.unwrap();
+        c.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(c);
+    }
+    eventually("the disconnects seen", Duration::from_secs(10), || s.server.sessions().count() == 0).await;
+    assert_eq!(warnings(&logs()), Vec::<&str>::new(), "ordinary disconnects logged as warnings");
+
+    // Fifty connections break the protocol, and a client's notify fails five times.
+    for _ in 0..50 {
+        let mut c = tokio::net::TcpStream::connect(s.addr(Transport::Tcp)).await.unwrap();
+        c.write_all(&[9, 0, 0, 0]).await.unwrap();
+    }
+    let mut c = s.client(Transport::Tcp).await;
+    for _ in 0..5 {
+        c.notify("test.nope", b"").await.unwrap();
+    }
+    assert_eq!(&c.request("test.echo", b"after").await.unwrap().data[..], b"after");
+    eventually("the faults seen", Duration::from_secs(10), || logs().matches("wrong packet type 0x09").count() == 50).await;
+    s.server.shutdown().await;
+    let logs = logs();
+    let warned = warnings(&logs);
+    let protocol: Vec<_> = warned.iter().filter(|l| l.contains("wrong packet type")).collect();
+    assert_eq!(protocol.len(), 1, "one protocol error logged in full: {warned:#?}");
+    let notify: Vec<_> = warned.iter().filter(|l| l.contains("notify test.nope failed")).collect();
+    assert_eq!(notify.len(), 1, "{warned:#?}");
+    assert!(notify[0].contains(" ERROR "), "a failed notify is an error: {}", notify[0]);
+    let summary = warned.iter().find(|l| l.contains("not logged one by one")).expect("a summary line");
+    assert!(summary.contains("protocol error ×49") && summary.contains("notify failed ×4"), "{summary}");
+}
