@@ -54,7 +54,7 @@ async fn chat_flow_with_several_websocket_clients() {
 
     // A leaves on disconnect: the next joiner does not see it.
     drop(a);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("a's session forgotten", Duration::from_secs(10), || server.sessions().count() == 2).await;
     let (_d, members) = joined(&addr).await;
     assert_eq!(members, r#"{"members":["2","3"]}"#);
     for x in [&mut b, &mut c] {

@@ -198,7 +198,7 @@ async fn a_forward_is_an_encoded_protos_request() {
     let id = c.send_request("spy.svc.look", br#"{"q":1}"#).await.unwrap();
     assert_eq!(&c.response(id).await.unwrap().data[..], br#""spied""#);
     c.notify("spy.svc.tell", b"n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the notify forwarded", Duration::from_secs(10), || spy.requests.lock().len() == 2).await;
     let requests = spy.requests.lock().clone();
     assert_eq!(requests.len(), 2);
     let connector = server.server_id("connector").unwrap().to_owned();

@@ -56,14 +56,17 @@ async fn a_busy_instance_does_not_delay_sessions_on_another() {
     let _cpu = CPU.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 2".into(), ..Default::default() }).await;
     let (mut a, mut b) = on_two_instances(&s, Transport::Tcp).await;
-    let busy = a.send_request("test.spin", b"1500000").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The spin is under way once the log line before it shows.
+    a.send_request("test.log", b"before the busy call").await.unwrap();
+    let busy = a.send_request("test.spin", b"3000000").await.unwrap();
+    eventually("the busy call under way", Duration::from_secs(10), || logs().contains("guest says before the busy call")).await;
     let start = Instant::now();
     for _ in 0..10 {
         assert_eq!(&b.request("test.echo", b"quick").await.unwrap().data[..], b"quick");
     }
-    assert!(start.elapsed() < Duration::from_millis(500), "10 calls took {:?}", start.elapsed());
-    assert_eq!(&a.response(busy).await.unwrap().data[..], b"1500000");
+    // Waiting behind the 3 s call would take seconds; a busy machine adds milliseconds.
+    assert!(start.elapsed() < Duration::from_millis(1500), "10 calls took {:?}", start.elapsed());
+    assert_eq!(&a.response(busy).await.unwrap().data[..], b"3000000");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +101,8 @@ async fn a_runaway_guest_fails_alone_while_others_are_served_and_heartbeats_flow
         a.heartbeat().await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(worst < Duration::from_millis(100), "slowest answer while a guest loops: {worst:?}");
+    // Waiting behind the loop would take seconds; a busy machine adds milliseconds.
+    assert!(worst < Duration::from_millis(500), "slowest answer while a guest loops: {worst:?}");
     assert!(heartbeats_b >= 2, "{heartbeats_b} heartbeats reached the other session");
     // The looping session keeps receiving heartbeats while its call runs, then gets PIT-500.
     let mut heartbeats_a = 0;
@@ -141,8 +145,9 @@ async fn a_runaway_guest_on_an_io_thread_hands_the_thread_over() {
         answered += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(worst < Duration::from_millis(100), "slowest answer while a guest loops: {worst:?}");
-    assert!(answered >= 20, "{answered} answers while a guest looped");
+    // Waiting behind the loop would take seconds; a busy machine adds milliseconds.
+    assert!(worst < Duration::from_millis(500), "slowest answer while a guest loops: {worst:?}");
+    assert!(answered >= 5, "{answered} answers while a guest looped");
     let r = a.response(looping).await.unwrap();
     assert_eq!(error_of(&r), PitayaError::new("PIT-500", "internal error handling testbed.test.loop"));
     assert!(start.elapsed() >= Duration::from_millis(1400));

@@ -53,20 +53,45 @@ async fn group_lifecycle_and_every_error() {
     assert_eq!(err_json(&mut c, "test.group", bc).await, e("PIT-404", "group not found"));
 }
 
+/// A group's TTL over the wire, judged by measured times rather than sleeps: a group renewed
+/// within its TTL is there, one left alone goes within TTL + a sweep, never before its TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_ttl_expires_unless_renewed() {
     let _timing = TIMING.lock().await;
+    const TTL: Duration = Duration::from_millis(1000);
     let s = TestServer::with(TestConfig { extra: "[groups]\nsweep_interval = \"50ms\"".into(), ..Default::default() }).await;
     let mut c = s.client(Transport::Tcp).await;
-    ok_json(&mut c, "test.group", json!({"op": "create", "name": "short", "ttl_ms": 300})).await;
+    // `renewed`: when the last renewal (or the creation) was sent; it took effect after that.
+    let mut renewed = Instant::now();
+    ok_json(&mut c, "test.group", json!({"op": "create", "name": "short", "ttl_ms": TTL.as_millis() as u64})).await;
     ok_json(&mut c, "test.group", g("create", "forever")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    ok_json(&mut c, "test.group", g("renew", "short")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // 400 ms after creation, 200 after the renewal: still there.
-    assert_eq!(ok_json(&mut c, "test.group", g("count", "short")).await, json!(0));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(err_json(&mut c, "test.group", g("count", "short")).await, PitayaError::new("PIT-404", "group not found"));
+    // Renewed for more than two TTLs: there throughout, whenever the renewal came within a TTL
+    // of the previous one (which the measured times tell, however slow the machine).
+    let start = Instant::now();
+    while start.elapsed() < 2 * TTL + TTL / 2 {
+        let sent = Instant::now();
+        let r = c.request("test.group", g("renew", "short").to_string().as_bytes()).await.unwrap();
+        let gap = renewed.elapsed();
+        renewed = sent;
+        if gap < TTL {
+            assert!(!r.error, "renewed within {gap:?} of the previous renewal, yet gone");
+        }
+        let tick = Instant::now();
+        while tick.elapsed() < TTL / 5 {
+            ok_json(&mut c, "test.group", g("count", "forever")).await;
+        }
+    }
+    // Left alone, it goes.
+    let left = Instant::now();
+    loop {
+        let r = c.request("test.group", g("count", "short").to_string().as_bytes()).await.unwrap();
+        if r.error {
+            assert_eq!(error_of(&r), PitayaError::new("PIT-404", "group not found"));
+            break;
+        }
+        assert!(left.elapsed() < TTL + Duration::from_secs(5), "not swept");
+    }
+    assert!(renewed.elapsed() >= TTL, "swept {:?} after its last renewal, before its TTL", renewed.elapsed());
     assert_eq!(ok_json(&mut c, "test.group", g("count", "forever")).await, json!(0));
 }
 
@@ -144,9 +169,9 @@ async fn timers_fire_in_order_on_their_instance_and_cancelled_ones_never() {
     let _timing = TIMING.lock().await;
     let s = TestServer::with(TestConfig { testbed: "instances = 1".into(), ..Default::default() }).await;
     let mut c = bound(&s, "tim").await;
-    for (ms, tag) in [(90, "c"), (30, "a"), (60, "b")] {
-        ok_json(&mut c, "test.timer", json!({"ms": ms, "uid": "tim", "tag": tag})).await;
-    }
+    // Set in one call, so their delays are exact relative to each other.
+    let three = json!([{"ms": 90, "uid": "tim", "tag": "c"}, {"ms": 30, "uid": "tim", "tag": "a"}, {"ms": 60, "uid": "tim", "tag": "b"}]);
+    ok_json(&mut c, "test.timers", three).await;
     let mut tags = Vec::new();
     for _ in 0..3 {
         let m = c.next_message().await.unwrap();
@@ -155,27 +180,37 @@ async fn timers_fire_in_order_on_their_instance_and_cancelled_ones_never() {
     }
     assert_eq!(tags, ["a", "b", "c"]);
 
-    // A timer due while the instance runs a long call fires after it, in order.
-    ok_json(&mut c, "test.timer", json!({"ms": 150, "uid": "tim", "tag": "late"})).await;
-    let id = c.send_request("test.spin", b"400000").await.unwrap();
+    // A timer that comes due while its instance runs a call fires after that call: the call
+    // sets a 1 ms timer and spins 200 ms, so the tick waits for it however fast the machine.
+    let id = c.send_request("test.timer", json!({"ms": 1, "uid": "tim", "tag": "late", "spin_ms": 200}).to_string().as_bytes()).await.unwrap();
     let first = c.next_message().await.unwrap();
     assert_eq!((first.kind, first.id), (MessageType::Response, id), "{:?}", String::from_utf8_lossy(&first.data));
     let second = c.next_message().await.unwrap();
-    assert!(second.route == "onTimer" && second.data.starts_with(b"late#"));
+    assert!(second.route == "onTimer" && second.data.starts_with(b"late#"), "{second:?}");
 
-    // Cancelled timers never fire.
-    let once = ok_json(&mut c, "test.timer", json!({"ms": 100, "uid": "tim", "tag": "never"})).await;
-    assert_eq!(ok_json(&mut c, "test.cancel", once.clone()).await, json!(true));
-    assert_eq!(ok_json(&mut c, "test.cancel", once).await, json!(false));
+    // Cancelled timers never fire, even when their tick was already queued: this one comes due
+    // during the call that then cancels it.
+    let queued = json!({"ms": 1, "uid": "tim", "tag": "never", "spin_ms": 50, "cancel": true});
+    let once = ok_json(&mut c, "test.timer", queued).await;
+    assert_eq!(ok_json(&mut c, "test.cancel", once).await, json!(false), "already cancelled");
     let every = ok_json(&mut c, "test.timer", json!({"ms": 40, "every": true, "uid": "tim", "tag": "tick"})).await;
     for _ in 0..3 {
         let m = c.next_message().await.unwrap();
         assert!(m.data.starts_with(b"tick#"), "{:?}", m);
     }
     assert_eq!(ok_json(&mut c, "test.cancel", every).await, json!(true));
-    // A tick may have been queued before the cancel reached the host: it is dropped too.
-    let quiet = tokio::time::timeout(Duration::from_millis(300), c.next_message()).await;
-    assert!(quiet.is_err(), "a cancelled timer fired: {quiet:?}");
+    // Ticks that fired before the cancel reached the instance came before its response.
+    for m in c.take_queued() {
+        assert!(m.data.starts_with(b"tick#"), "{m:?}");
+    }
+    // Were it still live, it would come due during these 200 ms on the instance and its push
+    // would come before the next response: the next two messages are the two responses.
+    let spin = c.send_request("test.spin", b"200000").await.unwrap();
+    let echo = c.send_request("test.echo", b"after").await.unwrap();
+    for want in [spin, echo] {
+        let m = c.next_message().await.unwrap();
+        assert_eq!((m.kind, m.id), (MessageType::Response, want), "a cancelled timer fired: {m:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

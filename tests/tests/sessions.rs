@@ -36,16 +36,15 @@ async fn binding_a_held_uid_kicks_the_old_session_which_cannot_unbind_the_new() 
     let new_id: u64 = text(&mut new, "test.sessionid", "").await.parse().unwrap();
     let got = expect_closed(&mut old, Duration::from_secs(2)).await;
     assert!(got.iter().any(|p| p.kind == PacketType::Kick), "old session kicked: {got:?}");
-    // Give the old connection's close time to run: it must leave the new binding alone.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the old connection's close has run (its session forgotten), the new binding stands.
+    eventually("the old session forgotten", Duration::from_secs(10), || s.server.sessions().get(old_id).is_none()).await;
     let holder = s.server.sessions().by_uid("carol").expect("carol stays bound");
     assert_eq!(holder.id(), new_id);
     assert_ne!(old_id, new_id);
     assert_eq!(text(&mut new, "test.uid", "").await, "carol");
     // A session that closes normally unbinds its uid.
     drop(new);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(s.server.sessions().by_uid("carol").is_none());
+    eventually("carol unbound", Duration::from_secs(10), || s.server.sessions().by_uid("carol").is_none()).await;
 }
 
 #[tokio::test]
@@ -106,15 +105,10 @@ async fn a_client_that_does_not_read_is_disconnected() {
     for _ in 0..40 {
         slow.send_request("test.big", b"1000000").await.unwrap();
     }
-    let mut closed = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if logs().contains("outgoing queue full: the client does not read its messages") {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "slow client not disconnected");
+    eventually("the slow client disconnected", Duration::from_secs(20), || {
+        logs().contains("outgoing queue full: the client does not read its messages")
+    })
+    .await;
     // Its connection is closed at once, not after the 30 s write deadline.
     let mut got = 0usize;
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
@@ -143,21 +137,17 @@ async fn guest_logs_and_output_are_tagged_and_session_close_reaches_the_guest() 
     assert!(logs.lines().any(|l| l.contains("[stderr] stderr says marker-42")));
     drop(c);
     let want = format!("session {id} closed, uid None");
-    for _ in 0..50 {
-        if kiwano_tests::logs().contains(&want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("on-session-close never logged {want:?}");
+    eventually("on-session-close logged", Duration::from_secs(10), || kiwano_tests::logs().contains(&want)).await;
 }
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_calls_and_calls_guest_shutdown() {
     let s = TestServer::start().await;
     let mut c = s.client(Transport::Tcp).await;
+    // The spin is under way once the log line before it shows.
+    c.send_request("test.log", b"before the spin").await.unwrap();
     let id = c.send_request("test.spin", b"300000").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the spin under way", Duration::from_secs(10), || logs().contains("guest says before the spin")).await;
     let TestServer { server, .. } = s;
     let stop = tokio::spawn(server.shutdown());
     let r = c.response(id).await.unwrap();

@@ -136,7 +136,8 @@ async fn handshake_deadline_covers_tls_upgrade_and_ack() {
     let got = expect_closed(&mut c, Duration::from_secs(2)).await;
     assert_eq!(got.len(), 1);
     assert!(logs().contains("handshake timeout"));
-    // A client that completes in time is not affected.
+    // A client that completes in time is not affected, well past the deadline (a later check
+    // on a busy machine proves the same).
     let mut c = s.client(Transport::Tcp).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(&c.request("test.echo", b"ok").await.unwrap().data[..], b"ok");

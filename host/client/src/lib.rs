@@ -345,6 +345,11 @@ impl Client {
         }
     }
 
+    /// Takes the messages received while waiting for responses and not read yet (pushes, mostly).
+    pub fn take_queued(&mut self) -> Vec<Message> {
+        self.queued.drain(..).collect()
+    }
+
     /// The next message (queued first, then from the socket), skipping heartbeats.
     ///
     /// # Errors

@@ -2,7 +2,10 @@
 //! optional TTL, swept periodically. Errors carry Pitaya's messages.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the same as the system's, except in tests that pause it.
+use tokio::time::Instant;
 
 use kiwano_protocol::error::codes;
 use kiwano_runtime::GuestError;
@@ -186,17 +189,17 @@ mod tests {
         assert_eq!(msg(g.delete("room")), "group not found");
     }
 
-    #[test]
-    fn ttl_sweeps_unless_renewed() {
+    #[tokio::test(start_paused = true)]
+    async fn ttl_sweeps_unless_renewed() {
         let g = MemoryGroups::default();
         g.create("short", Some(Duration::from_millis(30))).unwrap();
         g.create("kept", None).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::advance(Duration::from_millis(20)).await;
         g.renew("short").unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(g.sweep().is_empty());
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(g.sweep(), vec!["short"]);
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert!(g.sweep().is_empty(), "40 ms after creation, 20 after the renewal");
+        tokio::time::advance(Duration::from_millis(11)).await;
+        assert_eq!(g.sweep(), vec!["short"], "31 ms after the renewal");
         assert!(g.members("kept").is_ok());
     }
 }

@@ -91,11 +91,26 @@ struct TimerCmd {
     every: bool,
     uid: String,
     tag: String,
+    /// Spin this long after setting it, in the same call (the timer comes due meanwhile).
+    #[serde(default)]
+    spin_ms: u64,
+    /// Then cancel it, still in the same call.
+    #[serde(default)]
+    cancel: bool,
 }
 
 fn set_timer(_: &Context, c: TimerCmd) -> Result<u64, Error> {
     let payload = json!({"uid": c.uid, "tag": c.tag}).to_string();
-    if c.every { timers::every(Duration::from_millis(c.ms), payload.as_bytes()) } else { timers::after(Duration::from_millis(c.ms), payload.as_bytes()) }
+    let id = if c.every {
+        timers::every(Duration::from_millis(c.ms), payload.as_bytes())?
+    } else {
+        timers::after(Duration::from_millis(c.ms), payload.as_bytes())?
+    };
+    spin(Duration::from_millis(c.spin_ms));
+    if c.cancel {
+        timers::cancel(id);
+    }
+    Ok(id)
 }
 
 fn on_timer(id: u64, payload: &[u8]) {
@@ -176,6 +191,8 @@ fn handlers(s: Server) -> Server {
         .request("test.kickusers", |_, uids: Vec<String>| users::kick(&uids))
         .request("test.rpc", call_rpc)
         .request("test.timer", set_timer)
+        // Several timers set in one call: their delays are exact relative to each other.
+        .request("test.timers", |ctx, all: Vec<TimerCmd>| all.into_iter().map(|c| set_timer(ctx, c)).collect::<Result<Vec<u64>, Error>>())
         .request("test.cancel", |_, id: u64| Ok(timers::cancel(id)))
         // Blocks in WASI (a monotonic-clock pollable) for the given milliseconds.
         .request_raw("test.sleep", |_, b| {
