@@ -26,6 +26,25 @@ fn any_message() -> impl Strategy<Value = Message> {
     )
 }
 
+/// Any JSON value, nested up to `depth`.
+fn any_json(depth: u32) -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        "[a-z\\u{0}-\\u{7f}é€😀]{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(depth, 32, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+            proptest::collection::btree_map(prop_oneof![Just("sys".to_owned()), Just("user".to_owned()), "[a-z]{0,6}"], inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 proptest! {
     #[test]
     fn messages_round_trip(m in any_message(), compress in any::<bool>()) {
@@ -64,6 +83,34 @@ proptest! {
         while let Ok(Some(_)) = dec.decode(&mut buf) {}
         let _ = compression::inflate(&data, 4096);
         let _ = kiwano_protocol::handshake::HandshakeData::parse(&data);
+    }
+
+    #[test]
+    fn missing_says_how_far_a_packet_is_from_whole(body in proptest::collection::vec(any::<u8>(), 0..3000), cut in 0usize..3004) {
+        let whole = packet::to_bytes(PacketType::Data, &body).unwrap();
+        let cut = cut.min(whole.len());
+        let dec = PacketDecoder::new(1 << 20);
+        let mut buf = BytesMut::from(&whole[..cut]);
+        let missing = dec.missing(&buf);
+        // Before the header is whole, what the header lacks; then what the body lacks.
+        let want = if cut < packet::HEADER_LEN { packet::HEADER_LEN - cut } else { whole.len() - cut };
+        prop_assert_eq!(missing, want);
+        if cut < whole.len() {
+            let before = buf.capacity();
+            prop_assert_eq!(dec.decode(&mut buf).unwrap(), None);
+            prop_assert_eq!(buf.capacity(), before, "decoding reserved room");
+        } else {
+            prop_assert_eq!(dec.decode(&mut buf).unwrap().map(|p| p.body.to_vec()), Some(body));
+        }
+    }
+
+    #[test]
+    fn any_json_handshake_parses_or_is_refused_without_a_panic(v in any_json(3)) {
+        let text = v.to_string();
+        if let Ok(h) = kiwano_protocol::handshake::HandshakeData::parse(text.as_bytes()) {
+            // What is kept for the session is JSON again.
+            prop_assert!(serde_json::from_str::<serde_json::Value>(&h.to_json()).is_ok());
+        }
     }
 
     #[test]
