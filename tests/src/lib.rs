@@ -8,7 +8,8 @@ use std::time::Duration;
 
 pub mod polyglot;
 pub mod process;
-pub mod rawws;
+
+pub use kiwano_client::rawws;
 
 pub use kiwano_client::{Client, ClientError, TlsClient, Transport};
 pub use kiwano_protocol::{Message, MessageType, PitayaError, Serializer};

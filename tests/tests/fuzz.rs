@@ -13,7 +13,6 @@ use kiwano_protocol::packet::{self, PacketType};
 use kiwano_protocol::{Message, RouteDictionary};
 use kiwano_tests::*;
 use proptest::prelude::*;
-use tokio::io::AsyncWriteExt;
 
 /// One piece of a stream.
 #[derive(Debug, Clone)]

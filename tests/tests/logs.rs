@@ -18,7 +18,7 @@ async fn ordinary_disconnects_are_quiet_and_faults_are_summarised() {
         let c = kiwano_tests::rawws::handshaken(&s.addr(Transport::Ws)).await;
         drop(c);
         let c = tokio::net::TcpStream::connect(s.addr(Transport::Tcp)).await.unwrap();
-        c.set_linger(Some(Duration::ZERO)).unwrap();
+        c.set_zero_linger().unwrap();
         drop(c);
     }
     eventually("the disconnects seen", Duration::from_secs(10), || s.server.sessions().count() == 0).await;

@@ -14,6 +14,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod rawws;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 
