@@ -75,18 +75,18 @@ fn nofile_hard() -> usize {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A server process, stopped (SIGTERM, then kill) when dropped.
-struct Server {
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) child: Child,
     name: String,
 }
 
 impl Server {
-    fn rss_kb(&self) -> u64 {
+    pub(crate) fn rss_kb(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
@@ -98,6 +98,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
@@ -126,19 +129,26 @@ fn wait_listening(port: u16, server: &mut Server) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub(crate) fn log_path(root: &Path, name: &str) -> PathBuf {
+    root.join("target").join("bench").join(format!("{name}.log"))
+}
+
 fn log_file(root: &Path, name: &str) -> anyhow::Result<std::fs::File> {
     let dir = root.join("target").join("bench");
     std::fs::create_dir_all(&dir)?;
     Ok(std::fs::File::create(dir.join(format!("{name}.log")))?)
 }
 
-fn spawn(root: &Path, name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Result<Server> {
+/// Starts this binary with `args` (and `env`; the log level is `warn` unless `KIWANO_LOG` is
+/// given), its output in `target/bench/<name>.log`.
+pub(crate) fn spawn(root: &Path, name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Result<Server> {
     let exe = std::env::current_exe()?;
     let log = log_file(root, name)?;
+    let level = env.iter().find(|(k, _)| k == "KIWANO_LOG").map_or("warn", |(_, v)| v.as_str()).to_owned();
     let child = Command::new(exe)
         .args(args)
         .envs(env.iter().cloned())
-        .env("KIWANO_LOG", "warn")
+        .env("KIWANO_LOG", level)
         .current_dir(root)
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
@@ -148,7 +158,7 @@ fn spawn(root: &Path, name: &str, args: &[String], env: &[(String, String)]) -> 
 }
 
 /// Starts `kiwano run <project>` with its frontend's TCP and WS acceptors on free ports.
-fn kiwano(root: &Path, project: &str, frontend: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<(Server, u16, u16)> {
+pub(crate) fn kiwano(root: &Path, project: &str, frontend: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<(Server, u16, u16)> {
     let (tcp, ws) = (free_port()?, free_port()?);
     let acceptors = format!(r#"[{{kind="tcp",address="127.0.0.1:{tcp}"}},{{kind="ws",address="127.0.0.1:{ws}"}}]"#);
     let mut env = vec![(format!("KIWANO_SERVERS_{}_ACCEPTORS", frontend.to_uppercase()), acceptors)];
@@ -368,19 +378,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let _ = writeln!(report, "\nProduced by `{command}` in {:.0} s.", started.elapsed().as_secs_f64());
     println!("{report}");
-    write_report(&args.out, command, &report)?;
+    write_report(&args.out, "kiwano bench", command, &report, "Benchmarks")?;
     Ok(())
 }
 
-/// Replaces the generated part of the report file (between the markers), keeping the rest.
-fn write_report(path: &Path, command: &str, body: &str) -> anyhow::Result<()> {
-    const BEGIN: &str = "<!-- kiwano bench: begin -->";
-    const END: &str = "<!-- kiwano bench: end -->";
+/// Replaces the generated part of a report file (between the `<!-- {marker}: begin/end -->`
+/// lines), keeping the rest; a new file is headed `# {title}`.
+pub(crate) fn write_report(path: &Path, marker: &str, command: &str, body: &str, title: &str) -> anyhow::Result<()> {
+    let (begin, end) = (format!("<!-- {marker}: begin -->"), format!("<!-- {marker}: end -->"));
     let existing = std::fs::read_to_string(path).unwrap_or_default();
-    let generated = format!("{BEGIN}\n`{command}`\n\n{body}{END}");
-    let text = match (existing.find(BEGIN), existing.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{}{}", &existing[..a], generated, &existing[b + END.len()..]),
-        _ => format!("# Benchmarks\n\n{generated}\n"),
+    let generated = format!("{begin}\n`{command}`\n\n{body}{end}");
+    let text = match (existing.find(&begin), existing.find(&end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}{}", &existing[..a], generated, &existing[b + end.len()..]),
+        _ => format!("# {title}\n\n{generated}\n"),
     };
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }

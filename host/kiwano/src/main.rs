@@ -4,12 +4,14 @@
 //!   serves every server type of its `kiwano.toml` until SIGINT or SIGTERM.
 //! - `kiwano build <project-dir>`: only the build step.
 //! - `kiwano load …`: the load generator; `kiwano raw …`: the raw ceiling server;
-//!   `kiwano bench`: every benchmark scenario, written to `BENCHMARKS.md`.
+//!   `kiwano bench`: every benchmark scenario, written to `BENCHMARKS.md`; `kiwano reliability`:
+//!   the hardening review's attacks, written to `RELIABILITY.md`.
 //!
 //! Logging follows `KIWANO_LOG` (an `EnvFilter` directive, default `info`).
 
 mod bench;
 mod load;
+mod reliability;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,6 +75,8 @@ enum Command {
     },
     /// Every benchmark scenario; tables printed and written to BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// The hardening review's attacks and misbehaving guests; figures written to RELIABILITY.md.
+    Reliability(reliability::ReliabilityArgs),
 }
 
 /// Raises the open-file limit: servers and benchmarks hold tens of thousands of sockets. With
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Bench(args) => bench::run(&args),
+        Command::Reliability(args) => reliability::run(&args),
         Command::Run { project, config } => run(&project, config),
         Command::Build { project, config } => load(&project, config).and_then(|c| {
             let built = project::build_all(&project, &c)?;
