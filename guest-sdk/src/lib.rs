@@ -32,7 +32,11 @@
 //! }
 //!
 //! fn server() -> Server {
-//!     Server::new().request("room.join", join).notify("room.say", say)
+//!     Server::new()
+//!         .request("room.join", join)
+//!         .notify("room.say", say)
+//!         // Not when the player is back on a newer session: that one has joined again.
+//!         .on_session_close(|ctx| if let Some(uid) = ctx.leaving_uid() { let _ = groups::remove("room", &uid); })
 //! }
 //!
 //! kiwano_guest::export!(server);
@@ -50,6 +54,13 @@
 //! testing::bind_user("bob", &bob);
 //! server().call_json::<()>(&alice, "room.say", &serde_json::json!({"text": "hi"})).unwrap();
 //! assert_eq!(bob.pushes(), vec![("onMessage".to_string(), br#"{"from":"alice","text":"hi"}"#.to_vec())]);
+//! // Alice reconnects: her new session binds her uid, then the old session's close arrives.
+//! let again = MockSession::new(3);
+//! kiwano_guest::Context::mock(&again).bind("alice").unwrap();
+//! server().session_closed(&kiwano_guest::Context::mock(&alice));
+//! assert_eq!(testing::group_members("room").unwrap(), vec!["alice", "bob"], "still in the room");
+//! server().session_closed(&kiwano_guest::Context::mock(&again));
+//! assert_eq!(testing::group_members("room").unwrap(), vec!["bob"]);
 //! ```
 //!
 //! Host functions are plain calls: [`Context`] for the session of the call, [`users`] (push and

@@ -235,7 +235,7 @@ impl LogTag {
 
 /// How many log records and output lines an instance may emit: a token bucket of
 /// `lines_per_second`, holding up to one second's worth. What does not fit is counted and
-/// reported in one line.
+/// reported in one line, at most once a second (the reports must not become the flood).
 #[derive(Debug, Clone)]
 pub(crate) struct OutputBudget {
     rate: f64,
@@ -243,12 +243,17 @@ pub(crate) struct OutputBudget {
     refilled: std::time::Instant,
     dropped_lines: u64,
     dropped_bytes: u64,
+    /// When the drops were last reported.
+    reported: Option<std::time::Instant>,
 }
+
+/// The shortest time between two reports of dropped output.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl OutputBudget {
     fn new(lines_per_second: u32) -> Self {
         let rate = f64::from(lines_per_second.max(1));
-        Self { rate, tokens: rate, refilled: std::time::Instant::now(), dropped_lines: 0, dropped_bytes: 0 }
+        Self { rate, tokens: rate, refilled: std::time::Instant::now(), dropped_lines: 0, dropped_bytes: 0, reported: None }
     }
 
     /// Whether a line of `bytes` may be emitted now.
@@ -395,8 +400,14 @@ fn emit(tag: &mut LogTag, level: types::Level, msg: &str) {
     }
 }
 
-/// Logs how many of the instance's lines were dropped since the last report, if any.
+/// Logs how many of the instance's lines were dropped since the last report, if any and if the
+/// last report is a second old.
 pub(crate) fn report_dropped(tag: &mut LogTag) {
+    let now = std::time::Instant::now();
+    if tag.budget.dropped_lines == 0 || tag.budget.reported.is_some_and(|r| now.duration_since(r) < REPORT_EVERY) {
+        return;
+    }
+    tag.budget.reported = Some(now);
     let (lines, bytes) = (std::mem::take(&mut tag.budget.dropped_lines), std::mem::take(&mut tag.budget.dropped_bytes));
     if lines > 0 {
         let (t, i, r, s, rate) = (&*tag.server_type, tag.instance, tag.route.as_str(), tag.session, tag.budget.rate);

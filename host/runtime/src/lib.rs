@@ -4,10 +4,13 @@
 //! call deadlines, the pooling allocator sized for Rust, Python and JavaScript components, and
 //! `concurrency_support(false)` (the `kiwano:server` world is synchronous, and the CM-async task
 //! set-up would otherwise cost every call). Each server type's component is prepared once
-//! ([`Component::load`]) and served by a [`ServerPool`]: N warm instances, each owned by a
-//! thread of its own, so guest CPU never runs on the I/O threads. A call's affinity key picks the
-//! instance. A trap, deadline or out-of-memory fails that one call; the instance is dropped and
-//! rebuilt from the prepared component before its next call.
+//! ([`Component::load`]) and served by a [`ServerPool`]: N warm instances, each with a thread of
+//! its own for timers and queued calls; a client call runs on the I/O thread that received it
+//! while its instance is free, handing that thread's other connections over if it outlives a
+//! tick. A call's affinity key picks the instance. A trap, deadline or out-of-memory fails that
+//! one call; the instance is dropped and rebuilt from the prepared component before its next
+//! call. Deadlines are wall-clock and hold inside host calls (WASI waits, RPCs); WASI is linked
+//! without sockets or files (`wasi`).
 //!
 //! This crate knows nothing of sockets: the server hands each call a [`SessionHandle`] through
 //! which the guest's `call-context` reaches the session.

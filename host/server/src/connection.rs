@@ -3,13 +3,16 @@
 //!
 //! A single task owns the transport and drives everything by hand-written polling, in this
 //! order: the close request (kick first: it bypasses the queue), the message in progress, the
-//! outgoing queue (batched into one write), the heartbeat tick, the handshake deadline and the
-//! next packet. The session's messages are handled one at a time, in order, by futures this
-//! task polls itself (the guest call runs on its instance's thread), so a response is written
-//! by the same task that read its request, usually in the same wake-up. When the session's FIFO
-//! is full the task stops reading, so a client that pipelines faster than it is served is
-//! slowed down, not dropped; while a write is blocked, messages keep being handled, so a client
-//! that stops reading fills its outgoing queue and is disconnected.
+//! outgoing queue (batched into one write), the handshake deadline, the next packet, then the
+//! heartbeat tick (after the read, so that a packet waiting in the socket counts). The
+//! session's messages are handled one at a time, in order, by futures this task polls itself
+//! (the guest call runs inline when its instance is free, or on its instance's thread), so a
+//! response is written by the same task that read its request, usually in the same wake-up.
+//! When the session's FIFO is full (in messages or bytes) the task stops reading, so a client
+//! that pipelines faster than it is served is slowed down, not dropped; while a write is
+//! blocked, messages keep being handled, so a client that stops reading fills its outgoing
+//! queue and is disconnected. A kick follows whole packets; every close lingers to read what
+//! the client still sends, so that it is never a reset.
 
 use std::collections::VecDeque;
 use std::future::Future;

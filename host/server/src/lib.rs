@@ -2,9 +2,11 @@
 //! runtime.
 //!
 //! Layers, bottom up: [`wire`] (encoding what the server sends) → [`transport`] (TCP, TLS,
-//! WebSocket, WSS) → [`connection`] (handshake, heartbeat, kick, the per-session FIFO) →
-//! [`session`] → [`router`] (routes and the error table) → the runtime's pools. [`app`] wires
-//! them together from a [`config::Config`]; [`project`] builds a project's components.
+//! WebSocket, WSS; [`frame_gate`] under WebSocket) → [`connection`] (handshake, heartbeat, kick,
+//! the per-session FIFO; [`admission`] caps connections at accept) → [`session`] → [`router`]
+//! (routes and the error table) → the runtime's pools. [`faults`] summarises peer faults in the
+//! log; [`http`] is the HTTP listener. [`app`] wires them together from a [`config::Config`];
+//! [`project`] builds a project's components.
 
 pub mod admission;
 pub mod app;

@@ -1,0 +1,56 @@
+//! What the `kiwano` binary prints when it cannot start, and how its log looks when redirected.
+
+use std::process::Command;
+
+use kiwano_tests::process::kiwano_bin;
+use kiwano_tests::*;
+
+/// A project of the test guest whose HTTP listener is `http`.
+fn project(name: &str, http: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiwano-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "[app]\nhttp = \"{http}\"\n[runtime]\ncache_dir = \"{cache}\"\n[servers.testbed]\nfrontend = true\ncomponent = \"{wasm}\"\n\
+         [[servers.testbed.acceptors]]\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\n",
+        cache = root().join("target/test-cache").display(),
+        wasm = guest("testbed-guest").display(),
+    );
+    std::fs::write(dir.join("kiwano.toml"), config).unwrap();
+    dir
+}
+
+fn run(dir: &std::path::Path) -> (bool, String) {
+    let mut cmd = Command::new(kiwano_bin());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KIWANO_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd.arg("run").arg(dir).output().expect("kiwano runs");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn a_bind_error_names_the_http_listener_and_its_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, output) = run(&project("bind", &addr));
+    assert!(!ok, "{output}");
+    let want = format!("kiwano: the HTTP listener (app.http) cannot listen on {addr}: Address already in use (os error 98)");
+    assert!(output.lines().any(|l| l == want), "{output}");
+    assert_eq!(output.matches("Address already in use").count(), 1, "{output}");
+    assert!(!output.contains("server type http"), "{output}");
+    // Redirected: no terminal colour codes.
+    assert!(!output.contains('\u{1b}'), "{output:?}");
+}
+
+#[test]
+fn a_memory_limit_above_the_engine_maximum_is_refused_naming_both_keys() {
+    let dir = project("memory", "");
+    let config = std::fs::read_to_string(dir.join("kiwano.toml")).unwrap().replace("frontend = true", "frontend = true\nmemory_limit = 2147483648");
+    std::fs::write(dir.join("kiwano.toml"), config).unwrap();
+    let (ok, output) = run(&dir);
+    assert!(!ok);
+    assert!(
+        output.contains("config key `servers.testbed.memory_limit`: 2147483648 bytes is more than `runtime.max_memory` (1073741824 bytes)"),
+        "{output}"
+    );
+}
