@@ -27,9 +27,6 @@ pub const MAX_HEAD: usize = 16 << 10;
 /// Largest read into the gate's buffer at once.
 const CHUNK: usize = 64 << 10;
 
-/// A buffer larger than this is released once empty: idle connections stay small.
-const IDLE: usize = 4 << 10;
-
 /// The largest frame payload a gate lets through, shared with the transport, which raises it
 /// after the Pitaya handshake.
 #[derive(Debug)]
@@ -126,7 +123,8 @@ impl AsyncRead for FrameGate {
                 out.put_slice(&this.buf[..n]);
                 this.buf.advance(n);
                 this.open -= n;
-                if this.buf.is_empty() && this.buf.capacity() > IDLE {
+                // Nothing held between frames: an idle connection costs the gate no buffer.
+                if this.buf.is_empty() {
                     this.buf = BytesMut::new();
                 }
                 return Poll::Ready(Ok(()));
@@ -138,13 +136,24 @@ impl AsyncRead for FrameGate {
                 }
                 Err(need) => need,
             };
-            // Growing with the bytes that arrived (at most doubling per read), never with what
-            // a header announces.
-            let want = need.min(this.buf.len().clamp(512, CHUNK)).max(512);
-            if this.buf.capacity() - this.buf.len() < want {
-                this.buf.reserve(want);
-            }
-            if ready!(poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf))? == 0 {
+            // Waiting for the first bytes costs no buffer: they are read onto the stack, so an
+            // idle connection holds nothing here.
+            let n = if this.buf.is_empty() {
+                let mut first = [0u8; 512];
+                let mut read = ReadBuf::new(&mut first);
+                ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
+                this.buf.extend_from_slice(read.filled());
+                read.filled().len()
+            } else {
+                // Growing with the bytes that arrived (at most doubling per read), never with
+                // what a header announces.
+                let want = need.min(this.buf.len().clamp(512, CHUNK)).max(512);
+                if this.buf.capacity() - this.buf.len() < want {
+                    this.buf.reserve(want);
+                }
+                ready!(poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf))?
+            };
+            if n == 0 {
                 // End of stream: what is left goes on as it is (tungstenite reports a frame cut
                 // short); nothing left is the end.
                 if this.buf.is_empty() {

@@ -151,18 +151,29 @@ impl Transport {
         match self {
             Self::Stream { io, buf, decoder, .. } => loop {
                 if let Some(p) = decoder.decode(buf)? {
-                    if buf.is_empty() && buf.capacity() > IDLE_BUF {
+                    // Nothing held between packets (the packet's body keeps its own bytes).
+                    if buf.is_empty() {
                         *buf = BytesMut::new();
                     }
                     return Poll::Ready(Ok(Some(p)));
                 }
-                // Room for what the packet still lacks, growing with the bytes that arrived (at
-                // most doubling per read), never with what the header announces.
-                let want = decoder.missing(buf).min(buf.len().clamp(512, READ_CHUNK)).max(512);
-                if buf.capacity() - buf.len() < want {
-                    buf.reserve(want);
-                }
-                let n = ready!(poll_read_buf(Pin::new(&mut **io), cx, buf)).map_err(io_error)?;
+                let n = if buf.is_empty() {
+                    // Waiting for the next packet costs no buffer: its first bytes are read onto
+                    // the stack, so an idle connection holds nothing here.
+                    let mut first = [0u8; 512];
+                    let mut read = tokio::io::ReadBuf::new(&mut first);
+                    ready!(Pin::new(&mut **io).poll_read(cx, &mut read)).map_err(io_error)?;
+                    buf.extend_from_slice(read.filled());
+                    read.filled().len()
+                } else {
+                    // Room for what the packet still lacks, growing with the bytes that arrived
+                    // (at most doubling per read), never with what the header announces.
+                    let want = decoder.missing(buf).min(buf.len().clamp(512, READ_CHUNK)).max(512);
+                    if buf.capacity() - buf.len() < want {
+                        buf.reserve(want);
+                    }
+                    ready!(poll_read_buf(Pin::new(&mut **io), cx, buf)).map_err(io_error)?
+                };
                 if n == 0 {
                     return Poll::Ready(if buf.is_empty() {
                         Ok(None)
@@ -323,7 +334,9 @@ impl Transport {
                     if io.shutdown().await.is_err() {
                         return;
                     }
-                    let mut scrap = [0u8; 1024];
+                    // On the heap, and only now: a buffer in this future would sit in every
+                    // connection's task for its whole life.
+                    let mut scrap = vec![0u8; 1024];
                     while matches!(io.read(&mut scrap).await, Ok(n) if n > 0) {}
                 }
                 Self::Ws { ws, .. } => {
