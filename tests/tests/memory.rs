@@ -197,6 +197,9 @@ async fn ping_floods_without_reading_are_bounded() {
                     break;
                 }
             }
+            // The client does not go away first (a reset would drop the pings the server has
+            // not read yet): it waits for the server's close.
+            closed(&mut s).await;
         }));
     }
     for f in floods {
@@ -242,7 +245,8 @@ async fn inflating_requests_are_bounded_after_inflation() {
     assert!(growth < bound, "{CLIENTS} inflating clients grew the server by {} (bound {})", mib(growth), mib(bound));
     eprintln!("inflating requests: growth {} (bound {})", mib(growth), mib(bound));
     drop(attackers);
-    // The instances keep their grown linear memory; the rest goes back.
-    comes_back(&p, base, 16 * MIB, "inflating requests").await;
+    // The instances keep their grown linear memory (a guest's heap never shrinks), and the
+    // allocator some partly used pages; the rest goes back (591 MB stayed before the fix).
+    comes_back(&p, base, 32 * MIB, "inflating requests").await;
     by.finish().await;
 }

@@ -32,4 +32,4 @@ pub use io::blocking;
 pub use engine::{Runtime, RuntimeConfig, RuntimeError, RuntimeStats};
 pub use pool::PoolStats;
 pub use host::{CallChain, Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
-pub use pool::{Affinity, Call, CallError, Description, HandlerKind, PoolConfig, ServerPool};
+pub use pool::{Affinity, Call, CallError, Description, Finish, HandlerKind, PoolConfig, ServerPool};

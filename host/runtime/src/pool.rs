@@ -157,17 +157,42 @@ enum Work {
 
 type CallResult = Result<Vec<u8>, CallError>;
 
+/// What runs with a call's result on the thread that ran the call, before its instance takes
+/// its next call or timer tick: a response sent from here reaches the client before anything
+/// the instance does next (a timer's push, another call's push).
+pub type Finish = Box<dyn FnOnce(Result<Vec<u8>, CallError>) + Send>;
+
 /// Where a call's result goes.
-enum Reply {
+enum ReplyTo {
+    /// Back to the awaiting caller.
     Async(oneshot::Sender<CallResult>),
+    /// Into a finisher, then a signal to the awaiting caller.
+    Finish(Finish, oneshot::Sender<()>),
 }
 
+/// A call's destination. Dropped unused (its instance stopped, its thread gone), it answers
+/// `Unavailable`, so that a finisher always runs once.
+struct Reply(Option<ReplyTo>);
+
 impl Reply {
-    fn send(self, r: CallResult) {
-        match self {
-            Self::Async(tx) => {
+    fn send(mut self, r: CallResult) {
+        match self.0.take() {
+            Some(ReplyTo::Async(tx)) => {
                 let _ = tx.send(r);
             }
+            Some(ReplyTo::Finish(f, done)) => {
+                f(r);
+                let _ = done.send(());
+            }
+            None => {}
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(to) = self.0.take() {
+            Self(Some(to)).send(Err(CallError::Unavailable("server type is shut down".into())));
         }
     }
 }
@@ -357,8 +382,33 @@ impl ServerPool {
         }
         let (reply, rx) = oneshot::channel();
         // A send fails only after shutdown; the dropped reply then reads as Unavailable.
-        let _ = instance.tx.send(Msg::Job(Job { work, reply: Reply::Async(reply) }));
+        let _ = instance.tx.send(Msg::Job(Job { work, reply: Reply(Some(ReplyTo::Async(reply))) }));
         rx.await.unwrap_or_else(|_| Err(CallError::Unavailable("server type is shut down".into())))
+    }
+
+    /// Runs `call` on the instance picked by `key` (`None`: any instance) and hands its result
+    /// to `finish` on the thread that ran it, before the instance moves on (see [`Finish`]);
+    /// returns once `finish` has run. `finish` runs exactly once, with `Unavailable` if the
+    /// server type is shut down.
+    pub async fn call_then(&self, key: Option<u64>, call: Call, finish: Finish) {
+        let instance = self.pick(key);
+        let work = Work::Handle { route: call.route, body: call.body, session: call.session };
+        if self.inline() {
+            let mut worker = instance.worker.lock().await;
+            let result = if worker.stopped {
+                Err(CallError::Unavailable("server type is shut down".into()))
+            } else {
+                let r = worker.execute(work, true);
+                worker.stats.calls.fetch_add(1, Ordering::Relaxed);
+                r
+            };
+            // Still holding the instance.
+            finish(result);
+            return;
+        }
+        let (done, rx) = oneshot::channel();
+        let _ = instance.tx.send(Msg::Job(Job { work, reply: Reply(Some(ReplyTo::Finish(finish, done))) }));
+        let _ = rx.await;
     }
 
     /// Runs `call` on the instance picked by `key` (`None`: any instance).

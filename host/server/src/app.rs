@@ -90,7 +90,7 @@ pub struct Shared {
     /// Discovery and RPC.
     pub cluster: Arc<Cluster>,
     /// Peer faults, summarised.
-    pub faults: FaultLog,
+    pub faults: Arc<FaultLog>,
     /// Deadline of forwarded messages and RPCs.
     pub request_timeout: Duration,
 }
@@ -223,7 +223,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             cluster: cluster.clone(),
-            faults: FaultLog::default(),
+            faults: Arc::default(),
             request_timeout: config.cluster.request_timeout,
         });
         // Join the cluster: every server type of the process is a server the others reach over

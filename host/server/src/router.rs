@@ -24,6 +24,7 @@ use kiwano_protocol::protos;
 use crate::app::Shared;
 use crate::cluster::{RpcError, ServerInfo, messages};
 use crate::session::Session;
+use crate::wire::Wire;
 
 /// A server type hosted by this process.
 #[derive(Debug)]
@@ -94,44 +95,54 @@ pub fn affinity_key(affinity: &Affinity, session: &Session) -> Option<u64> {
 }
 
 /// Handles one client message to completion: for a request, the response (or error) is queued
-/// for the client; a notify is answered with nothing.
+/// for the client; a notify is answered with nothing. A local call's response is queued on the
+/// thread that ran it, before its instance does anything else (a timer's push comes after it).
 pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: Message) {
     let request = msg.kind == MessageType::Request;
-    let result = call(shared, frontend, session, &msg).await;
-    if !request {
-        // The client never hears of it: the log is the only place it shows (Pitaya logs it as
-        // an error too). A client can make its notifies fail at will, so repeats are counted.
-        if let Err(e) = result {
-            let (id, uid) = (session.id(), session.uid());
-            shared.faults.report_error("notify failed", || format!("session {id} (uid {uid:?}): notify {} failed: {e}", msg.route));
+    let local = match prepare(shared, frontend, session, &msg) {
+        Ok(Prepared::Local(server, call)) => (server, call),
+        Ok(Prepared::Forward(route)) => {
+            let full = route.full();
+            let result = forward(shared, frontend, session, &msg, &route).await;
+            return answer(shared, session, &msg, &full, result);
         }
-        return;
-    }
-    let packet = match result {
-        Ok(body) => shared.wire.response(msg.id, body).unwrap_or_else(|e| {
-            tracing::warn!(session = session.id(), route = %msg.route, "cannot encode response: {e}");
-            shared.wire.error(msg.id, &internal(&msg.route))
-        }),
-        Err(e) => shared.wire.error(msg.id, &e),
+        Err(e) => return answer(shared, session, &msg, &msg.route, Err(e)),
     };
-    // A closed session or a full queue is already handled by `send`; a response larger than
-    // the session's whole outgoing budget is answered with an error instead.
-    if let Err(e) = session.send(packet) {
-        if e.code == codes::BAD_REQUEST {
-            tracing::warn!(session = session.id(), route = %msg.route, "cannot send the response: {}", e.msg);
-            let _ = session.send(shared.wire.error(msg.id, &internal(&msg.route)));
-        }
-    }
+    let (server, (key, call)) = local;
+    let pool = server.pool.clone();
+    // The full route (`type.service.method`) is only needed for an error: made then.
+    let (session2, wire, id, handler) = (session.clone(), shared.wire.clone(), msg.id, call.route.clone());
+    let finish: kiwano_runtime::Finish = if request {
+        Box::new(move |r| match outcome(&server, &handler, &session2, r) {
+            Ok(body) => respond(&wire, &session2, id, &handler, Ok(body)),
+            Err(e) => respond(&wire, &session2, id, &format!("{}.{handler}", server.name), Err(e)),
+        })
+    } else {
+        let faults = shared.faults.clone();
+        Box::new(move |r| {
+            if let Err(e) = outcome(&server, &handler, &session2, r) {
+                let (sid, uid) = (session2.id(), session2.uid());
+                let full = format!("{}.{handler}", server.name);
+                faults.report_error("notify failed", || format!("session {sid} (uid {uid:?}): notify {full} failed: {e}"));
+            }
+        })
+    };
+    pool.call_then(key, call, finish).await;
 }
 
-fn internal(route: &str) -> PitayaError {
-    PitayaError::new(codes::INTERNAL, format!("internal error handling {route}"))
+/// What a message turned out to need.
+enum Prepared<'a> {
+    /// A call to a server type of this process: its affinity key and the call.
+    Local(Arc<ServerType>, (Option<u64>, Call)),
+    /// A route of another server type.
+    Forward(Route<'a>),
 }
 
-async fn call(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Message) -> Result<Bytes, PitayaError> {
+/// Parses the route and checks the handler, without calling anything.
+fn prepare<'a>(shared: &Shared, frontend: &'a str, session: &Arc<Session>, msg: &'a Message) -> Result<Prepared<'a>, PitayaError> {
     let route = parse_route(&msg.route, frontend)?;
     if route.server_type != frontend {
-        return forward(shared, frontend, session, msg, &route).await;
+        return Ok(Prepared::Forward(route));
     }
     let Some(server) = shared.types.get(route.server_type) else {
         return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
@@ -145,18 +156,59 @@ async fn call(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Mes
     let key = affinity_key(&server.affinity, session);
     let handle: Arc<dyn kiwano_runtime::SessionHandle> = session.clone();
     let call = Call { route: route.handler.to_owned(), body: msg.data.clone(), session: handle };
-    match server.pool.call(key, call).await {
+    Ok(Prepared::Local(server.clone(), (key, call)))
+}
+
+/// A guest call's result (of `handler` on `server`) as the client is to see it: the guest's
+/// own errors unchanged, the rest `PIT-500` with the cause logged.
+fn outcome(server: &ServerType, handler: &str, session: &Session, r: Result<Vec<u8>, CallError>) -> Result<Bytes, PitayaError> {
+    match r {
         Ok(body) => Ok(Bytes::from(body)),
         Err(CallError::Guest(e)) => {
             let code = if e.code.is_empty() { codes::UNKNOWN.to_owned() } else { e.code };
             Err(PitayaError { code, msg: e.msg, metadata: e.metadata.into_iter().collect() })
         }
         Err(e) => {
-            let full = route.full();
-            tracing::warn!(server_type = %server.name, route = %full, session = session.id(), "guest call failed: {e}");
+            let full = format!("{}.{handler}", server.name);
+            tracing::warn!(server_type = %server.name, route = %full, session = session.id(), uid = session.uid(), "guest call failed: {e}");
             Err(internal(&full))
         }
     }
+}
+
+/// Answers a message: a request gets its response (or error); a failed notify is logged, as
+/// the client never hears of it (Pitaya logs it as an error too; a client can make its notifies
+/// fail at will, so repeats are counted).
+fn answer(shared: &Shared, session: &Session, msg: &Message, route: &str, result: Result<Bytes, PitayaError>) {
+    if msg.kind == MessageType::Request {
+        respond(&shared.wire, session, msg.id, route, result);
+    } else if let Err(e) = result {
+        let (id, uid) = (session.id(), session.uid());
+        shared.faults.report_error("notify failed", || format!("session {id} (uid {uid:?}): notify {} failed: {e}", msg.route));
+    }
+}
+
+/// Queues the response to request `id`.
+fn respond(wire: &Wire, session: &Session, id: u64, route: &str, result: Result<Bytes, PitayaError>) {
+    let packet = match result {
+        Ok(body) => wire.response(id, body).unwrap_or_else(|e| {
+            tracing::warn!(session = session.id(), route, "cannot encode response: {e}");
+            wire.error(id, &internal(route))
+        }),
+        Err(e) => wire.error(id, &e),
+    };
+    // A closed session or a full queue is already handled by `send`; a response larger than
+    // the session's whole outgoing budget is answered with an error instead.
+    if let Err(e) = session.send(packet) {
+        if e.code == codes::BAD_REQUEST {
+            tracing::warn!(session = session.id(), route, "cannot send the response: {}", e.msg);
+            let _ = session.send(wire.error(id, &internal(route)));
+        }
+    }
+}
+
+fn internal(route: &str) -> PitayaError {
+    PitayaError::new(codes::INTERNAL, format!("internal error handling {route}"))
 }
 
 /// Picks the server of a type for a key: rendezvous hashing, so a key keeps its server while
