@@ -155,12 +155,9 @@ pub async fn run(
     session.close(reason);
     session.mark_closed();
     let Connection { mut transport, current, queue, phase, ticket, .. } = conn;
-    transport.close(LINGER).await;
-    drop(transport);
-    drop(ticket);
     // The messages already received are still handled, in order; then the guest hears of the
     // close (on-session-close runs after the session's last message); then the session is
-    // forgotten.
+    // forgotten. This goes on while the socket lingers below.
     let handshaken = phase == Phase::Working;
     let tracker = shared.tracker.clone();
     tracker.spawn(async move {
@@ -181,6 +178,9 @@ pub async fn run(
         }
         shared.sessions.remove(session.id());
     });
+    transport.close(LINGER).await;
+    drop(transport);
+    drop(ticket);
 }
 
 /// The bytes a queued message holds.
