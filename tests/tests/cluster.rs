@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kiwano_protocol::packet::PacketType;
 use kiwano_protocol::protos;
-use kiwano_server::cluster::{BoxFuture, RpcHandler, ServerInfo, messages};
+use kiwano_cluster::{BoxFuture, RpcHandler, ServerInfo, Serving, messages};
 use kiwano_server::config::AcceptorKind;
 use kiwano_tests::*;
 use parking_lot::Mutex;
@@ -173,26 +173,28 @@ struct Spy {
 }
 
 impl RpcHandler for Spy {
-    fn request(&self, request: Bytes, _timeout: Duration) -> BoxFuture<Bytes> {
+    fn request(&self, request: Bytes, _timeout: Duration) -> BoxFuture<'static, Bytes> {
         self.requests.lock().push(request);
         Box::pin(async { messages::ok(&b"\"spied\""[..]) })
     }
     fn push(&self, _: protos::Push) {}
     fn kick(&self, _: protos::KickMsg) {}
+    fn bound(&self, _: protos::BindMsg) {}
 }
 
-fn spy(server: &Server, server_type: &str, id: &str) -> Arc<Spy> {
+/// Serves a [`Spy`] as server `id` of `server_type`, for as long as the returned handle lives.
+async fn spy(server: &Server, server_type: &str, id: &str) -> (Arc<Spy>, Serving) {
     let spy = Arc::new(Spy::default());
     let info = ServerInfo { id: id.into(), server_type: server_type.into(), metadata: Default::default(), frontend: false, hostname: "spyhost".into() };
-    server.cluster().rpc.serve(&info, spy.clone());
-    server.cluster().discovery.register(info);
-    spy
+    let serving = server.cluster().rpc.serve(&info, spy.clone()).await.unwrap();
+    server.cluster().discovery.register(&info).await.unwrap();
+    (spy, serving)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_is_an_encoded_protos_request() {
     let server = start_example("cluster").await;
-    let spy = spy(&server, "spy", "spy-1");
+    let (spy, _serving) = spy(&server, "spy", "spy-1").await;
     let mut c = client(&server).await;
     ok_json(&mut c, "connector.enter", json!({"room": "red"})).await;
     let id = c.send_request("spy.svc.look", br#"{"q":1}"#).await.unwrap();
@@ -243,7 +245,7 @@ async fn room_affinity_and_pinning() {
         assert_eq!(instances[0], instances[1], "room {room}");
     }
     // A handler pins a session to a server of a type.
-    let spy = spy(&server, "room", "room-spy");
+    let (spy, _serving) = spy(&server, "room", "room-spy").await;
     let mut c = client(&server).await;
     assert_eq!(ok_json(&mut c, "connector.pin", json!({"server_type": "room", "server_id": "room-spy"})).await, json!("pinned"));
     for _ in 0..3 {

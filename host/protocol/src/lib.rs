@@ -14,6 +14,7 @@
 //!
 //! The reference is `PITAYA-PROTOCOL.md` §1; the golden vectors of §1.6 are this crate's tests.
 
+pub mod chain;
 pub mod compression;
 pub mod dictionary;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod message;
 pub mod packet;
 pub mod protos;
 
+pub use chain::CallChain;
 pub use dictionary::RouteDictionary;
 pub use error::{PitayaError, Serializer};
 pub use message::{Message, MessageType};

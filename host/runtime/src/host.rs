@@ -32,6 +32,21 @@ impl GuestError {
     }
 }
 
+/// The one conversion between the errors guests see and the errors clients and peers see: an
+/// empty code becomes Pitaya's `PIT-000`, metadata keeps its pairs (sorted, as Pitaya's map).
+impl From<GuestError> for kiwano_protocol::PitayaError {
+    fn from(e: GuestError) -> Self {
+        let code = if e.code.is_empty() { kiwano_protocol::error::codes::UNKNOWN.to_owned() } else { e.code };
+        Self { code, msg: e.msg, metadata: e.metadata.into_iter().collect() }
+    }
+}
+
+impl From<kiwano_protocol::PitayaError> for GuestError {
+    fn from(e: kiwano_protocol::PitayaError) -> Self {
+        Self { code: e.code, msg: e.msg, metadata: e.metadata.into_iter().collect() }
+    }
+}
+
 impl From<GuestError> for types::Error {
     fn from(e: GuestError) -> Self {
         Self { code: e.code, msg: e.msg, metadata: e.metadata }
@@ -149,23 +164,7 @@ pub trait HostServices: Send + Sync {
     ) -> Result<Vec<u8>, GuestError>;
 }
 
-/// Where an RPC stands in a chain of calls, carried in the RPC's metadata.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallChain {
-    /// The RPCs that led to this one, this one included (a client call's RPC has 1).
-    pub hops: u64,
-    /// The remote instances up the chain that wait for this call to return, as
-    /// `server-id#r<index>` separated by commas: a remote sent to one of them would wait on its
-    /// own caller, so it is sent to another instance of the type or failed at once.
-    pub waiting: String,
-}
-
-impl CallChain {
-    /// Whether the remote instance `entry` (`server-id#r<index>`) waits up the chain.
-    pub fn holds(&self, entry: &str) -> bool {
-        self.waiting.split(',').any(|w| w == entry)
-    }
-}
+pub use kiwano_protocol::CallChain;
 
 /// A group operation (see the WIT `groups` interface).
 #[derive(Debug, Clone, Copy)]

@@ -17,16 +17,17 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use kiwano_cluster::{Cluster, MemoryBindings, MemoryDiscovery, MemoryGroups, MemoryRpc, ServerInfo, Serving};
+
 use crate::admission::{Admission, Caps};
-use crate::config::{AcceptorKind, AffinitySetting, Config, SessionConfig};
-use crate::faults::FaultLog;
-use crate::cluster::{Cluster, ServerInfo};
-use crate::connection;
+use crate::bridge::Bridge;
+use crate::config::{AcceptorKind, AffinitySetting, Config};
+use crate::connection::{self, Dispatch, Net};
 use crate::node::Node;
-use crate::groups::MemoryGroups;
-use crate::services::Services;
-use crate::router::ServerType;
+use crate::router::Router;
+use crate::services::{ClusterBinding, Services};
 use crate::session::SessionPool;
+use crate::state::{ServerType, Shared};
 use crate::transport::Transport;
 use crate::wire::Wire;
 
@@ -54,6 +55,14 @@ pub enum StartError {
         /// Why.
         cause: std::io::Error,
     },
+    /// The cluster refused to serve or announce a server.
+    #[error("server {server}: cannot join the cluster: {cause}")]
+    Cluster {
+        /// The server id.
+        server: String,
+        /// Why.
+        cause: kiwano_cluster::ClusterError,
+    },
     /// TLS files.
     #[error("server type {server_type}: {msg}")]
     Tls {
@@ -62,37 +71,6 @@ pub enum StartError {
         /// Why.
         msg: String,
     },
-}
-
-/// State shared by every connection of the process.
-#[derive(Debug)]
-pub struct Shared {
-    /// How messages are written.
-    pub wire: Arc<Wire>,
-    /// The handshake responses, built once.
-    pub handshake: HandshakeResponse,
-    /// Heartbeat period.
-    pub heartbeat: Duration,
-    /// Accept → handshake ack deadline.
-    pub handshake_timeout: Duration,
-    /// Largest handshake request.
-    pub max_handshake: usize,
-    /// Queue sizes and write deadline.
-    pub session: SessionConfig,
-    /// All sessions.
-    pub sessions: Arc<SessionPool>,
-    /// Server types hosted here.
-    pub types: HashMap<String, Arc<ServerType>>,
-    /// Cancelled when shutdown starts.
-    pub shutdown: CancellationToken,
-    /// Connection and dispatcher tasks, awaited at shutdown.
-    pub tracker: TaskTracker,
-    /// Discovery and RPC.
-    pub cluster: Arc<Cluster>,
-    /// Peer faults, summarised.
-    pub faults: Arc<FaultLog>,
-    /// Deadline of forwarded messages and RPCs.
-    pub request_timeout: Duration,
 }
 
 /// One listening acceptor.
@@ -115,7 +93,8 @@ pub struct Server {
     shutdown_timeout: Duration,
     id: String,
     runtime: Runtime,
-    services: Arc<Services>,
+    /// The cluster's deliveries to this process's servers, until shutdown.
+    serving: Vec<Serving>,
     http: Option<SocketAddr>,
 }
 
@@ -139,18 +118,29 @@ impl Server {
             cache_dir,
         })?;
         let sessions = Arc::new(SessionPool::default());
-        let cluster = Arc::new(Cluster::memory(tokio::runtime::Handle::current()));
+        let groups = Arc::new(MemoryGroups::default());
+        let cluster = Arc::new(Cluster::new(
+            Arc::new(MemoryDiscovery::default()),
+            Arc::new(MemoryRpc::default()),
+            groups.clone(),
+            Arc::new(MemoryBindings::default()),
+        ));
+        let bridge = Bridge::new(tokio::runtime::Handle::current());
+        let suffix = id.rsplit('-').next().unwrap_or_default().to_owned();
+        let server_id = |name: &str, configured: &str| if configured.is_empty() { format!("{name}-{suffix}") } else { configured.to_owned() };
         let services = Arc::new(Services {
             sessions: sessions.clone(),
-            groups: MemoryGroups::default(),
             cluster: cluster.clone(),
+            bridge: bridge.clone(),
+            local: config.servers.iter().map(|(name, st)| server_id(name, &st.id)).collect(),
+            timeout: config.cluster.request_timeout,
             next: std::sync::atomic::AtomicUsize::new(0),
         });
-        let suffix = id.rsplit('-').next().unwrap_or_default().to_owned();
+        let hostname = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
         let mut types = HashMap::new();
         for (name, st) in &config.servers {
             let path = Config::resolve(project, &st.component);
-            let server_id = if st.id.is_empty() { format!("{name}-{suffix}") } else { st.id.clone() };
+            let server_id = server_id(name, &st.id);
             let pool_config = PoolConfig {
                 server_type: name.clone(),
                 server_id: server_id.clone(),
@@ -197,7 +187,14 @@ impl Server {
                 ?affinity,
                 "server type ready"
             );
-            let server_type = ServerType { name: name.clone(), id: server_id, pool, remotes, affinity, frontend: st.frontend };
+            let info = ServerInfo {
+                id: server_id.clone(),
+                server_type: name.clone(),
+                metadata: Default::default(),
+                frontend: st.frontend,
+                hostname: hostname.clone(),
+            };
+            let server_type = ServerType { name: name.clone(), id: server_id, pool, remotes, affinity, frontend: st.frontend, info };
             types.insert(name.clone(), Arc::new(server_type));
         }
         let p = &config.protocol;
@@ -211,34 +208,41 @@ impl Server {
             serializer: p.serializer,
             max_body: p.max_body,
         });
-        let shared = Arc::new(Shared {
+        let net = Arc::new(Net {
             wire,
             handshake,
             heartbeat: p.heartbeat_interval,
             handshake_timeout: p.handshake_timeout,
             max_handshake: p.max_handshake.min(p.max_body),
             session: config.session.clone(),
-            sessions,
-            types,
+            sessions: sessions.clone(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            cluster: cluster.clone(),
             faults: Arc::default(),
+        });
+        sessions.set_hooks(Arc::new(ClusterBinding {
+            cluster: cluster.clone(),
+            bridge: bridge.clone(),
+            frontends: types.values().filter(|t: &&Arc<ServerType>| t.frontend).map(|t| (t.name.clone(), t.info.clone())).collect(),
+            unique_session: config.cluster.unique_session,
+            timeout: config.cluster.request_timeout,
+        }));
+        let shared = Arc::new(Shared {
+            net: net.clone(),
+            types,
+            cluster: cluster.clone(),
             request_timeout: config.cluster.request_timeout,
+            unique_session: config.cluster.unique_session,
+            bridge,
         });
         // Join the cluster: every server type of the process is a server the others reach over
-        // RPC, exactly as across machines.
-        let hostname = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        // RPC, exactly as across machines. Served before announced: whoever finds it can reach it.
+        let mut serving = Vec::new();
         for t in shared.types.values() {
-            let info = ServerInfo {
-                id: t.id.clone(),
-                server_type: t.name.clone(),
-                metadata: Default::default(),
-                frontend: t.frontend,
-                hostname: hostname.clone(),
-            };
-            cluster.rpc.serve(&info, Arc::new(Node { shared: Arc::downgrade(&shared), server: t.clone() }));
-            cluster.discovery.register(info);
+            let joined = |cause| StartError::Cluster { server: t.id.clone(), cause };
+            let node = Arc::new(Node { shared: Arc::downgrade(&shared), server: t.clone() });
+            serving.push(cluster.rpc.serve(&t.info, node).await.map_err(joined)?);
+            cluster.discovery.register(&t.info).await.map_err(joined)?;
         }
         let accept_loops = TaskTracker::new();
         let mut http = None;
@@ -249,10 +253,10 @@ impl Server {
             http = listener.local_addr().ok();
             let root = Config::resolve(project, &config.app.web_root);
             tracing::info!(address = ?http, root = %root.display(), "serving the web client under /web/");
-            accept_loops.spawn(crate::http::serve_http(listener, crate::http::router(root), shared.shutdown.clone()));
+            accept_loops.spawn(crate::http::serve_http(listener, crate::http::router(root), net.shutdown.clone()));
         }
-        accept_loops.spawn(sweep_groups(services.clone(), config.groups.sweep_interval, shared.shutdown.clone()));
-        let faults = shared.clone();
+        accept_loops.spawn(sweep_groups(groups, config.groups.sweep_interval, net.shutdown.clone()));
+        let faults = net.clone();
         accept_loops.spawn(async move { faults.faults.run(faults.shutdown.clone()).await });
         let mut acceptors = Vec::new();
         for (name, st) in &config.servers {
@@ -276,21 +280,18 @@ impl Server {
                 let address = listener.local_addr().map_err(bind_error)?;
                 tracing::info!(server_type = %name, kind = ?a.kind, %address, "listening");
                 acceptors.push(BoundAcceptor { server_type: name.clone(), kind: a.kind, address });
-                let acceptor = Acceptor { frontend: name.as_str().into(), kind: a.kind, tls, admission: admission.clone() };
-                accept_loops.spawn(accept_loop(shared.clone(), listener, acceptor));
+                let frontend: Arc<str> = name.as_str().into();
+                let router: Arc<dyn Dispatch> = Arc::new(Router { shared: shared.clone(), frontend: frontend.clone() });
+                let acceptor = Acceptor { frontend, router, kind: a.kind, tls, admission: admission.clone() };
+                accept_loops.spawn(accept_loop(net.clone(), listener, acceptor));
             }
         }
-        Ok(Self { shared, acceptors, accept_loops, shutdown_timeout: config.app.shutdown_timeout, id, runtime, services, http })
+        Ok(Self { shared, acceptors, accept_loops, shutdown_timeout: config.app.shutdown_timeout, id, runtime, serving, http })
     }
 
     /// The Wasm runtime (its counters show compilations and cache hits).
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
-    }
-
-    /// The host services (groups…).
-    pub fn services(&self) -> &Services {
-        &self.services
     }
 
     /// This process's id (the suffix of its servers' ids).
@@ -308,7 +309,7 @@ impl Server {
         self.shared.types.get(server_type).map(|t| t.id.as_str())
     }
 
-    /// Discovery and RPC of this process.
+    /// Discovery, RPC, groups and bindings of this process.
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.shared.cluster
     }
@@ -325,7 +326,7 @@ impl Server {
 
     /// The sessions of this server.
     pub fn sessions(&self) -> &SessionPool {
-        &self.shared.sessions
+        &self.shared.net.sessions
     }
 
     /// The pool of a server type.
@@ -342,24 +343,31 @@ impl Server {
     pub async fn shutdown(self) -> bool {
         tracing::info!("shutting down");
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        // Withdrawn first: no new work is routed here while connections finish.
         for t in self.shared.types.values() {
-            self.shared.cluster.discovery.deregister(&t.id);
+            match tokio::time::timeout_at(deadline, self.shared.cluster.discovery.deregister(&t.id)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(server = %t.id, "cannot deregister: {e}"),
+                Err(_) => tracing::warn!(server = %t.id, "deregistering did not finish before the shutdown timeout"),
+            }
         }
-        self.shared.shutdown.cancel();
+        let net = &self.shared.net;
+        net.shutdown.cancel();
         // Connections stop reading, finish their queued messages and close.
-        for session in self.shared.sessions.all() {
+        for session in net.sessions.all() {
             session.close(crate::session::CloseReason::Shutdown);
         }
         self.accept_loops.close();
         let _ = tokio::time::timeout_at(deadline, self.accept_loops.wait()).await;
-        self.shared.tracker.close();
+        net.tracker.close();
         let mut clean = true;
-        if tokio::time::timeout_at(deadline, self.shared.tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, net.tracker.wait()).await.is_err() {
             tracing::warn!(timeout = ?self.shutdown_timeout, "connections still open after the shutdown timeout");
             clean = false;
         }
+        // Requests from other servers are answered until the connections are gone.
+        drop(self.serving);
         for t in self.shared.types.values() {
-            self.shared.cluster.rpc.unserve(&t.id);
             for pool in std::iter::once(&t.pool).chain(t.remotes.as_ref()) {
                 if tokio::time::timeout_at(deadline, pool.shutdown()).await.is_err() {
                     tracing::warn!(server_type = %t.name, "guest shutdown did not finish before the shutdown timeout");
@@ -372,13 +380,13 @@ impl Server {
     }
 }
 
-async fn sweep_groups(services: Arc<Services>, every: Duration, shutdown: CancellationToken) {
+async fn sweep_groups(groups: Arc<MemoryGroups>, every: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                for name in services.groups.sweep() {
+                for name in groups.sweep() {
                     tracing::debug!(group = %name, "group TTL expired: deleted");
                 }
             }
@@ -390,12 +398,13 @@ async fn sweep_groups(services: Arc<Services>, every: Duration, shutdown: Cancel
 #[derive(Clone)]
 struct Acceptor {
     frontend: Arc<str>,
+    router: Arc<dyn Dispatch>,
     kind: AcceptorKind,
     tls: Option<TlsAcceptor>,
     admission: Arc<Admission>,
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, acceptor: Acceptor) {
+async fn accept_loop(shared: Arc<Net>, listener: TcpListener, acceptor: Acceptor) {
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
@@ -420,7 +429,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, acceptor: Accep
     }
 }
 
-async fn accept(shared: Arc<Shared>, acceptor: Acceptor, stream: TcpStream, peer: SocketAddr, ticket: crate::admission::Ticket) {
+async fn accept(shared: Arc<Net>, acceptor: Acceptor, stream: TcpStream, peer: SocketAddr, ticket: crate::admission::Ticket) {
     // The handshake deadline covers TLS and the WebSocket upgrade.
     let deadline = Instant::now() + shared.handshake_timeout;
     let _ = stream.set_nodelay(true);
@@ -444,7 +453,7 @@ async fn accept(shared: Arc<Shared>, acceptor: Acceptor, stream: TcpStream, peer
     });
     let set_up = tokio::time::timeout_at(deadline, setup).await;
     match set_up {
-        Ok(Ok(transport)) => connection::run(shared, acceptor.frontend, transport, peer, deadline, ticket).await,
+        Ok(Ok(transport)) => connection::run(shared, acceptor.router, acceptor.frontend, transport, peer, deadline, ticket).await,
         Ok(Err(e)) => shared.faults.report("connection setup failed", || format!("{peer}: {e}")),
         Err(_) => shared.faults.report("handshake timeout", || format!("{peer}: handshake timeout during connection setup")),
     }

@@ -167,11 +167,15 @@ pub struct ClusterConfig {
     /// (`pitaya.cluster.rpc.client.nats.requesttimeout`); past it the caller gets `PIT-408`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Whether binding a uid on one frontend kicks its session from the other frontends of
+    /// the type (`pitaya.session.unique`, Pitaya's `UniqueSession` module). Within one
+    /// process a uid is always held by one session.
+    pub unique_session: bool,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(5) }
+        Self { request_timeout: Duration::from_secs(5), unique_session: true }
     }
 }
 

@@ -30,10 +30,51 @@ use kiwano_protocol::{Message, MessageType};
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use crate::admission::Ticket;
-use crate::app::Shared;
-use crate::router;
-use crate::session::{CloseReason, Session};
+use crate::faults::FaultLog;
+use crate::session::{CloseReason, Session, SessionPool};
 use crate::transport::{ReadError, Transport};
+use crate::wire::Wire;
+use kiwano_protocol::handshake::HandshakeResponse;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::SessionConfig;
+
+/// What every connection of the process shares: how it speaks, its limits, the sessions, and
+/// the shutdown signal. A connection knows nothing of what handles its messages: that is the
+/// [`Dispatch`] it is given.
+#[derive(Debug)]
+pub struct Net {
+    /// How messages are written.
+    pub wire: Arc<Wire>,
+    /// The handshake responses, built once.
+    pub handshake: HandshakeResponse,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Accept → handshake ack deadline.
+    pub handshake_timeout: Duration,
+    /// Largest handshake request.
+    pub max_handshake: usize,
+    /// Queue sizes and write deadline.
+    pub session: SessionConfig,
+    /// All sessions.
+    pub sessions: Arc<SessionPool>,
+    /// Cancelled when shutdown starts.
+    pub shutdown: CancellationToken,
+    /// Connection tasks and what they leave running, awaited at shutdown.
+    pub tracker: TaskTracker,
+    /// Peer faults, summarised.
+    pub faults: Arc<FaultLog>,
+}
+
+/// What handles a connection's messages: the router of its frontend server type.
+pub trait Dispatch: Send + Sync {
+    /// Handles one message of `session` to completion (a request's response queued).
+    fn message(&self, session: &Arc<Session>, msg: Message) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// The session closed, after its last message was handled (a handshaken session only):
+    /// the guest hears of it.
+    fn closed(&self, session: &Arc<Session>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
 
 /// The close that a failed read leads to.
 fn read_failed(e: ReadError) -> CloseReason {
@@ -77,14 +118,9 @@ enum Next {
     Close(CloseReason),
 }
 
-type Dispatch = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// The handling of one message, as a future the connection task polls itself: its response is
 /// queued for the writer of this same task, without a hop through another task.
-fn dispatch(shared: &Arc<Shared>, frontend: &Arc<str>, session: &Arc<Session>, msg: Message) -> Dispatch {
-    let (shared, frontend, session) = (shared.clone(), frontend.clone(), session.clone());
-    Box::pin(async move { router::dispatch(&shared, &frontend, &session, msg).await })
-}
+type Handling = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Largest number of bytes moved from the session's queue into one write (at least one packet).
 const WRITE_BATCH_BYTES: usize = 256 << 10;
@@ -96,27 +132,28 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Serves one connection to its end. `deadline` is the handshake deadline, counted from accept;
 /// `ticket` holds the connection's place among the frontend's connections.
 pub async fn run(
-    shared: Arc<Shared>,
+    net: Arc<Net>,
+    dispatch: Arc<dyn Dispatch>,
     frontend: Arc<str>,
     transport: Transport,
     remote: std::net::SocketAddr,
     deadline: Instant,
     ticket: Ticket,
 ) {
-    let limits = &shared.session;
-    let session = shared.sessions.create(remote, limits.outgoing_queue, limits.outgoing_queue_bytes, shared.wire.clone());
+    let limits = &net.session;
+    let session = net.sessions.create(remote, frontend.clone(), limits.outgoing_queue, limits.outgoing_queue_bytes, net.wire.clone());
     // A connection accepted while shutdown began: its session may have missed the close.
-    if shared.shutdown.is_cancelled() {
+    if net.shutdown.is_cancelled() {
         session.close(CloseReason::Shutdown);
     }
     let id = session.id();
     tracing::debug!(session = id, %remote, server_type = %frontend, "connected");
-    let heartbeat = shared.heartbeat;
+    let heartbeat = net.heartbeat;
     let mut tick = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut conn = Connection {
-        shared: shared.clone(),
-        frontend: frontend.clone(),
+        net: net.clone(),
+        dispatch: dispatch.clone(),
         session: session.clone(),
         transport,
         phase: Phase::Start,
@@ -132,7 +169,7 @@ pub async fn run(
         ticket,
     };
     let reason = std::future::poll_fn(|cx| conn.poll(cx)).await;
-    let write_timeout = shared.session.write_timeout;
+    let write_timeout = net.session.write_timeout;
     match &reason {
         // A kick follows whole packets: what is not started is dropped, the packet in progress
         // is finished, then the kick goes out (all within the write deadline), then the close.
@@ -148,7 +185,7 @@ pub async fn run(
     }
     let uid = session.uid();
     match reason.fault() {
-        Some(kind) => shared.faults.report(kind, || format!("session {id} ({remote}) closed: {reason}")),
+        Some(kind) => net.faults.report(kind, || format!("session {id} ({remote}) closed: {reason}")),
         None if reason == CloseReason::Kicked => tracing::info!(session = id, uid, %remote, "closed: {reason}"),
         None => tracing::debug!(session = id, uid, %remote, "closed: {reason}"),
     }
@@ -159,24 +196,18 @@ pub async fn run(
     // close (on-session-close runs after the session's last message); then the session is
     // forgotten. This goes on while the socket lingers below.
     let handshaken = phase == Phase::Working;
-    let tracker = shared.tracker.clone();
-    tracker.spawn(async move {
+    let closing = net.clone();
+    net.tracker.spawn(async move {
         if let Some(f) = current {
             f.await;
         }
         for m in queue {
-            router::dispatch(&shared, &frontend, &session, m).await;
+            dispatch.message(&session, m).await;
         }
         if handshaken {
-            if let Some(server) = shared.types.get(&*frontend) {
-                let key = router::affinity_key(&server.affinity, &session);
-                let handle: Arc<dyn kiwano_runtime::SessionHandle> = session.clone();
-                if let Err(e) = server.pool.session_closed(key, handle).await {
-                    tracing::warn!(session = session.id(), server_type = %frontend, "on-session-close failed: {e}");
-                }
-            }
+            dispatch.closed(&session).await;
         }
-        shared.sessions.remove(session.id());
+        closing.sessions.remove(session.id());
     });
     transport.close(LINGER).await;
     drop(transport);
@@ -189,13 +220,13 @@ fn size_of(m: &Message) -> usize {
 }
 
 struct Connection {
-    shared: Arc<Shared>,
-    frontend: Arc<str>,
+    net: Arc<Net>,
+    dispatch: Arc<dyn Dispatch>,
     session: Arc<Session>,
     transport: Transport,
     phase: Phase,
     /// The session's FIFO: the message being handled, and those waiting behind it.
-    current: Option<Dispatch>,
+    current: Option<Handling>,
     queue: VecDeque<Message>,
     /// Bytes of the messages in `queue` (payloads after inflation): reading stops past
     /// `session.inbound_queue_bytes`.
@@ -232,7 +263,7 @@ impl Connection {
                 if f.as_mut().poll(cx).is_ready() {
                     self.current = self.queue.pop_front().map(|m| {
                         self.queued_bytes -= size_of(&m);
-                        dispatch(&self.shared, &self.frontend, &self.session, m)
+                        self.dispatch.message(&self.session, m)
                     });
                     progress = true;
                 }
@@ -252,7 +283,7 @@ impl Connection {
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(CloseReason::WriteError(e)),
                     Poll::Pending => {
-                        let timeout = self.shared.session.write_timeout;
+                        let timeout = self.net.session.write_timeout;
                         let deadline = self.write_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                         if deadline.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(CloseReason::WriteError(format!("write did not complete within {timeout:?}")));
@@ -270,7 +301,7 @@ impl Connection {
                         return Poll::Ready(CloseReason::HandshakeTimeout);
                     }
                 }
-                let limits = &self.shared.session;
+                let limits = &self.net.session;
                 let reading = self.queue.len() < limits.inbound_queue && self.queued_bytes < limits.inbound_queue_bytes;
                 if reading {
                     match self.transport.poll_read_packet(cx) {
@@ -280,7 +311,7 @@ impl Connection {
                             match self.on_packet(p) {
                                 Next::Continue => {}
                                 Next::Dispatch(m) if self.current.is_none() => {
-                                    self.current = Some(dispatch(&self.shared, &self.frontend, &self.session, m));
+                                    self.current = Some(self.dispatch.message(&self.session, m));
                                 }
                                 Next::Dispatch(m) => {
                                     self.queued_bytes += size_of(&m);
@@ -301,7 +332,7 @@ impl Connection {
                     if !reading {
                         self.last_seen = Instant::now();
                     }
-                    if self.last_seen.elapsed() > liveness_limit(self.shared.heartbeat) {
+                    if self.last_seen.elapsed() > liveness_limit(self.net.heartbeat) {
                         return Poll::Ready(CloseReason::HeartbeatTimeout);
                     }
                     self.transport.tick();
@@ -354,14 +385,14 @@ impl Connection {
         match HandshakeData::parse(body) {
             Ok(h) => {
                 self.session.set_handshake(h.to_json());
-                self.transport.queue(packet::to_bytes(PacketType::Handshake, self.shared.handshake.ok()).unwrap_or_default());
+                self.transport.queue(packet::to_bytes(PacketType::Handshake, self.net.handshake.ok()).unwrap_or_default());
                 // The handshake limit held until now; messages may be as large as the body limit.
-                self.transport.set_max_body(self.shared.wire.max_body);
+                self.transport.set_max_body(self.net.wire.max_body);
                 self.phase = Phase::Handshaken;
                 Next::Continue
             }
             Err(e) => {
-                self.transport.queue(packet::to_bytes(PacketType::Handshake, self.shared.handshake.failed()).unwrap_or_default());
+                self.transport.queue(packet::to_bytes(PacketType::Handshake, self.net.handshake.failed()).unwrap_or_default());
                 Next::Close(CloseReason::HandshakeFailed(e.to_string()))
             }
         }
@@ -371,7 +402,7 @@ impl Connection {
         if self.phase != Phase::Working {
             return Next::Close(CloseReason::Protocol("data packet before the handshake completed".into()));
         }
-        let msg = match message::decode(body, &self.shared.wire.dictionary, self.shared.wire.max_body) {
+        let msg = match message::decode(body, &self.net.wire.dictionary, self.net.wire.max_body) {
             Ok(m) => m,
             Err(e) => return Next::Close(CloseReason::Protocol(e.to_string())),
         };

@@ -12,10 +12,10 @@ use kiwano_protocol::{PitayaError, protos};
 use kiwano_runtime::{Affinity, Call, CallError, HandlerKind, SessionHandle};
 use prost::Message as _;
 
-use crate::app::Shared;
+use kiwano_cluster::{BoxFuture, RpcHandler, messages};
+
 use crate::backend::BackendSession;
-use crate::cluster::{BoxFuture, RpcHandler, messages};
-use crate::router::ServerType;
+use crate::state::{ServerType, Shared};
 
 /// The RPC handler of one local server.
 pub struct Node {
@@ -26,7 +26,7 @@ pub struct Node {
 }
 
 impl RpcHandler for Node {
-    fn request(&self, request: Bytes, timeout: Duration) -> BoxFuture<Bytes> {
+    fn request(&self, request: Bytes, timeout: Duration) -> BoxFuture<'static, Bytes> {
         let shared = self.shared.upgrade();
         let server = self.server.clone();
         Box::pin(async move {
@@ -39,7 +39,7 @@ impl RpcHandler for Node {
 
     fn push(&self, push: protos::Push) {
         let Some(shared) = self.shared.upgrade() else { return };
-        match shared.sessions.by_uid(&push.uid) {
+        match shared.net.sessions.by_uid(&push.uid) {
             Some(s) => match s.wire().push(&push.route, Bytes::from(push.data)) {
                 Ok(p) => {
                     let _ = s.send(p);
@@ -52,7 +52,20 @@ impl RpcHandler for Node {
 
     fn kick(&self, kick: protos::KickMsg) {
         let Some(shared) = self.shared.upgrade() else { return };
-        if let Some(s) = shared.sessions.by_uid(&kick.user_id) {
+        if let Some(s) = shared.net.sessions.by_uid(&kick.user_id) {
+            let _ = SessionHandle::kick(&*s);
+        }
+    }
+
+    /// Another frontend of this type bound the uid: the session holding it here goes, even if
+    /// its kick cannot be written (the connection closes all the same; Pitaya #452).
+    fn bound(&self, bind: protos::BindMsg) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        if bind.fid == self.server.id || !shared.unique_session {
+            return;
+        }
+        if let Some(s) = shared.net.sessions.by_uid(&bind.uid).filter(|s| s.frontend() == self.server.name) {
+            tracing::info!(uid = %bind.uid, session = s.id(), frontend = %bind.fid, "uid bound on another frontend of this type: kicking the session here");
             let _ = SessionHandle::kick(&*s);
         }
     }
@@ -69,11 +82,7 @@ fn internal(route: &str) -> PitayaError {
 
 fn from_call(route: &str, server: &ServerType, e: CallError) -> PitayaError {
     match e {
-        CallError::Guest(g) => PitayaError {
-            code: if g.code.is_empty() { codes::UNKNOWN.into() } else { g.code },
-            msg: g.msg,
-            metadata: g.metadata.into_iter().collect(),
-        },
+        CallError::Guest(g) => g.into(),
         // Like the hop limit: the caller learns why, at once.
         cycle @ CallError::Cycle(_) => PitayaError::new(codes::INTERNAL, format!("{cycle} (at {route})")),
         other => {
@@ -126,11 +135,12 @@ async fn forwarded(
     let session_key = hash((req.frontend_id.as_str(), session.id));
     let backend = Arc::new(BackendSession::new(
         shared.cluster.clone(),
+        shared.bridge.clone(),
         session,
         &req.frontend_id,
         (&server.id, &server.name),
         shared.request_timeout,
-    ));
+    )?);
     let key = match &server.affinity {
         Affinity::Session => Some(session_key),
         Affinity::Uid => Some(backend.uid().map_or(session_key, hash)),
@@ -160,22 +170,29 @@ async fn user(
     shared: &Arc<Shared>,
     server: &Arc<ServerType>,
     msg: protos::Msg,
-    chain: &kiwano_runtime::CallChain,
+    chain: &kiwano_protocol::CallChain,
     timeout: Duration,
 ) -> Result<Bytes, PitayaError> {
     let bad = |what: &str, e: prost::DecodeError| PitayaError::new(codes::BAD_REQUEST, format!("{what}: {e}"));
     match msg.route.as_str() {
         "sys.bindsession" => {
             let s = protos::Session::decode(&msg.data[..]).map_err(|e| bad("sys.bindsession", e))?;
-            let id = u64::try_from(s.id).unwrap_or(0);
-            shared.sessions.bind(id, &s.uid).map_err(|e| PitayaError { code: e.code, msg: e.msg, metadata: e.metadata.into_iter().collect() })?;
+            let id = u64::try_from(s.id).map_err(|_| PitayaError::new(codes::BAD_REQUEST, "sys.bindsession: invalid session id"))?;
+            // Binding waits for the cluster (subscriptions, the unique-session broadcast): on
+            // the blocking pool, which waits without holding up an I/O thread.
+            let sessions = shared.net.sessions.clone();
+            tokio::task::spawn_blocking(move || sessions.bind(id, &s.uid))
+                .await
+                .map_err(|e| PitayaError::new(codes::INTERNAL, format!("sys.bindsession: {e}")))?
+                .map_err(PitayaError::from)?;
             Ok(ack())
         }
         "sys.pushsession" => {
             let s = protos::Session::decode(&msg.data[..]).map_err(|e| bad("sys.pushsession", e))?;
             let session = shared
+                .net
                 .sessions
-                .get(u64::try_from(s.id).unwrap_or(0))
+                .get(u64::try_from(s.id).unwrap_or(u64::MAX))
                 .ok_or_else(|| PitayaError::new(codes::UNKNOWN, "session not found"))?;
             let data = String::from_utf8_lossy(&s.data);
             SessionHandle::set_data(&*session, &data).map_err(|e| PitayaError::new(e.code, e.msg))?;
@@ -183,7 +200,7 @@ async fn user(
         }
         "sys.kick" => {
             let k = protos::KickMsg::decode(&msg.data[..]).map_err(|e| bad("sys.kick", e))?;
-            let session = shared.sessions.by_uid(&k.user_id).ok_or_else(|| PitayaError::new(codes::UNKNOWN, "session not found"))?;
+            let session = shared.net.sessions.by_uid(&k.user_id).ok_or_else(|| PitayaError::new(codes::UNKNOWN, "session not found"))?;
             let _ = SessionHandle::kick(&*session);
             Ok(messages::ok(protos::KickAnswer { kicked: true }.encode_to_vec()))
         }

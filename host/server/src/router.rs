@@ -17,30 +17,42 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kiwano_protocol::error::codes;
 use kiwano_protocol::{Message, MessageType, PitayaError};
-use kiwano_runtime::{Affinity, Call, CallError, HandlerKind, ServerPool};
+use kiwano_runtime::{Affinity, Call, CallError, HandlerKind};
 
 use kiwano_protocol::protos;
 
-use crate::app::Shared;
-use crate::cluster::{RpcError, ServerInfo, messages};
+use kiwano_cluster::{ClusterError, ServerInfo, messages};
+
+use crate::connection::Dispatch;
 use crate::session::Session;
+use crate::state::{ServerType, Shared};
 use crate::wire::Wire;
 
-/// A server type hosted by this process.
-#[derive(Debug)]
-pub struct ServerType {
-    /// Its name.
-    pub name: String,
-    /// The id of this process's server of the type.
-    pub id: String,
-    /// Its instances for client messages.
-    pub pool: Arc<ServerPool>,
-    /// Its instances for remotes (RPC), apart from handlers; `None` when it has no remotes.
-    pub remotes: Option<Arc<ServerPool>>,
-    /// How calls pick an instance.
-    pub affinity: Affinity,
-    /// Whether clients connect to it.
-    pub frontend: bool,
+/// The router of one frontend server type: what its connections hand their messages to.
+pub struct Router {
+    /// The process's state.
+    pub shared: Arc<Shared>,
+    /// The frontend server type.
+    pub frontend: Arc<str>,
+}
+
+impl Dispatch for Router {
+    fn message(&self, session: &Arc<Session>, msg: Message) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let (shared, frontend, session) = (self.shared.clone(), self.frontend.clone(), session.clone());
+        Box::pin(async move { dispatch(&shared, &frontend, &session, msg).await })
+    }
+
+    fn closed(&self, session: &Arc<Session>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let (shared, frontend, session) = (self.shared.clone(), self.frontend.clone(), session.clone());
+        Box::pin(async move {
+            let Some(server) = shared.types.get(&*frontend) else { return };
+            let key = affinity_key(&server.affinity, &session);
+            let handle: Arc<dyn kiwano_runtime::SessionHandle> = session.clone();
+            if let Err(e) = server.pool.session_closed(key, handle).await {
+                tracing::warn!(session = session.id(), uid = session.uid(), server_type = %frontend, "on-session-close failed: {e}");
+            }
+        })
+    }
 }
 
 /// A route split into server type and `service.method`.
@@ -111,14 +123,14 @@ pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, m
     let (server, (key, call)) = local;
     let pool = server.pool.clone();
     // The full route (`type.service.method`) is only needed for an error: made then.
-    let (session2, wire, id, handler) = (session.clone(), shared.wire.clone(), msg.id, call.route.clone());
+    let (session2, wire, id, handler) = (session.clone(), shared.net.wire.clone(), msg.id, call.route.clone());
     let finish: kiwano_runtime::Finish = if request {
         Box::new(move |r| match outcome(&server, &handler, &session2, r) {
             Ok(body) => respond(&wire, &session2, id, &handler, Ok(body)),
             Err(e) => respond(&wire, &session2, id, &format!("{}.{handler}", server.name), Err(e)),
         })
     } else {
-        let faults = shared.faults.clone();
+        let faults = shared.net.faults.clone();
         Box::new(move |r| {
             if let Err(e) = outcome(&server, &handler, &session2, r) {
                 let (sid, uid) = (session2.id(), session2.uid());
@@ -164,10 +176,7 @@ fn prepare<'a>(shared: &Shared, frontend: &'a str, session: &Arc<Session>, msg: 
 fn outcome(server: &ServerType, handler: &str, session: &Session, r: Result<Vec<u8>, CallError>) -> Result<Bytes, PitayaError> {
     match r {
         Ok(body) => Ok(Bytes::from(body)),
-        Err(CallError::Guest(e)) => {
-            let code = if e.code.is_empty() { codes::UNKNOWN.to_owned() } else { e.code };
-            Err(PitayaError { code, msg: e.msg, metadata: e.metadata.into_iter().collect() })
-        }
+        Err(CallError::Guest(e)) => Err(e.into()),
         Err(e) => {
             let full = format!("{}.{handler}", server.name);
             tracing::warn!(server_type = %server.name, route = %full, session = session.id(), uid = session.uid(), "guest call failed: {e}");
@@ -181,10 +190,10 @@ fn outcome(server: &ServerType, handler: &str, session: &Session, r: Result<Vec<
 /// fail at will, so repeats are counted).
 fn answer(shared: &Shared, session: &Session, msg: &Message, route: &str, result: Result<Bytes, PitayaError>) {
     if msg.kind == MessageType::Request {
-        respond(&shared.wire, session, msg.id, route, result);
+        respond(&shared.net.wire, session, msg.id, route, result);
     } else if let Err(e) = result {
         let (id, uid) = (session.id(), session.uid());
-        shared.faults.report_error("notify failed", || format!("session {id} (uid {uid:?}): notify {} failed: {e}", msg.route));
+        shared.net.faults.report_error("notify failed", || format!("session {id} (uid {uid:?}): notify {} failed: {e}", msg.route));
     }
 }
 
@@ -218,36 +227,37 @@ fn pick<'a>(servers: &'a [ServerInfo], key: u64) -> Option<&'a ServerInfo> {
 }
 
 /// Forwards a client message to a server of another type (a Sys RPC) and returns its answer.
+/// A server with no responders never got it: the message goes to another server of the type,
+/// and the silent one is left out until discovery shows it registered again.
 async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Message, route: &Route<'_>) -> Result<Bytes, PitayaError> {
     let full = route.full();
-    let servers = shared.cluster.discovery.servers_of(route.server_type);
-    let pinned = session.pinned(route.server_type).and_then(|id| servers.iter().find(|s| s.id == id));
     let frontend_id = shared.types.get(frontend).map(|t| t.id.clone()).unwrap_or_default();
-    let target = pinned.or_else(|| pick(&servers, hash_key((frontend_id.as_str(), session.id()))));
-    let Some(target) = target else {
-        return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
-    };
     let timeout = shared.request_timeout;
-    let meta = messages::metadata(&frontend_id, frontend, timeout, &kiwano_runtime::CallChain::default(), Some(&full));
     let kind = if msg.kind == MessageType::Notify { protos::MsgType::MsgNotify } else { protos::MsgType::MsgRequest };
     let request = protos::Request {
         r#type: protos::RpcType::Sys as i32,
         session: Some(session.to_proto()),
         msg: Some(protos::Msg { id: msg.id, route: full.clone(), data: msg.data.to_vec(), reply: String::new(), r#type: kind as i32 }),
         frontend_id: frontend_id.clone(),
-        metadata: meta,
+        metadata: messages::metadata(&frontend_id, frontend, timeout, &kiwano_protocol::CallChain::default(), Some(&full)),
     };
-    match shared.cluster.rpc.call(&target.id, messages::encode_request(&request), timeout).await {
-        Ok(resp) => messages::read_response(&resp).map(Bytes::from),
-        Err(RpcError::Timeout) => {
-            let mut e = PitayaError::new(codes::TIMEOUT, "rpc client: request timeout");
-            e.metadata.insert("timeout".into(), messages::go_duration(timeout));
-            e.metadata.insert("route".into(), full);
-            e.metadata.insert("server".into(), target.id.clone());
-            e.metadata.insert("peer.id".into(), frontend_id);
-            Err(e)
+    let request = messages::encode_request(&request);
+    loop {
+        let servers = shared.cluster.servers_of(route.server_type);
+        let pinned = session.pinned(route.server_type).and_then(|id| servers.iter().find(|s| s.id == id));
+        let target = pinned.or_else(|| pick(&servers, hash_key((frontend_id.as_str(), session.id()))));
+        let Some(target) = target else {
+            return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
+        };
+        match shared.cluster.rpc.call(target, request.clone(), timeout).await {
+            Ok(resp) => return messages::read_response(&resp).map(Bytes::from),
+            Err(ClusterError::NoResponders(id)) => shared.cluster.mark_silent(&id),
+            Err(ClusterError::Timeout) => return Err(messages::timeout_error(timeout, &full, &target.id, &frontend_id)),
+            Err(e) => {
+                tracing::warn!(route = %full, server = %target.id, "forward failed: {e}");
+                return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
+            }
         }
-        Err(RpcError::Unreachable(_)) => Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route))),
     }
 }
 

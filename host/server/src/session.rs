@@ -251,10 +251,29 @@ struct State {
     handshake: String,
 }
 
+/// What binding a uid means beyond this process's index: in a cluster, the uid's pushes and
+/// kicks subscribed at this frontend, the bind announced to the other frontends of its type
+/// (unique session), the binding recorded.
+pub trait BindHooks: Send + Sync {
+    /// `uid` was just bound to `session` here. What it returns is kept with the session and
+    /// dropped at its close (the subscriptions end).
+    ///
+    /// # Errors
+    /// The cluster refusing: the bind fails.
+    fn bound(&self, session: &Session, uid: &str) -> Result<Box<dyn Send + Sync>, GuestError>;
+
+    /// `session`, bound to `uid`, closed (it still held the uid).
+    fn unbound(&self, session: &Session, uid: &str);
+}
+
 /// One client's session.
 pub struct Session {
     id: u64,
     remote: SocketAddr,
+    /// The frontend server type it connected to.
+    frontend: Arc<str>,
+    /// What binding its uid set up in the cluster, until it closes.
+    subscriptions: Mutex<Option<Box<dyn Send + Sync>>>,
     state: Mutex<State>,
     /// Framed packets for the connection's writer.
     pub(crate) out: OutQueue,
@@ -279,6 +298,11 @@ impl Session {
     /// The session id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The frontend server type the client connected to.
+    pub fn frontend(&self) -> &str {
+        &self.frontend
     }
 
     /// The bound uid.
@@ -329,12 +353,18 @@ impl Session {
         self.state.lock().displaced
     }
 
-    /// Marks the session closed and clears its uid from the index (if it still points here).
+    /// Marks the session closed and clears its uid from the index (if it still points here),
+    /// ending its cluster subscriptions.
     pub(crate) fn mark_closed(self: &Arc<Self>) {
         self.closed.store(true, Ordering::Release);
         if let Some(uid) = self.uid() {
-            self.pool.unbind(&uid, self);
+            if self.pool.unbind(&uid, self) {
+                if let Some(hooks) = self.pool.hooks.get() {
+                    hooks.unbound(self, &uid);
+                }
+            }
         }
+        drop(self.subscriptions.lock().take());
     }
 
     /// The server of `server_type` this session's forwarded messages go to, if pinned.
@@ -479,6 +509,8 @@ pub struct SessionPool {
     by_uid: Mutex<HashMap<String, Arc<Session>>>,
     /// Closed sessions whose close handlers have not run yet, by the uid they held.
     closing: Mutex<HashMap<String, Vec<Arc<Session>>>>,
+    /// What binding means in the cluster (set once, at start).
+    hooks: std::sync::OnceLock<Arc<dyn BindHooks>>,
 }
 
 impl std::fmt::Debug for SessionPool {
@@ -490,7 +522,14 @@ impl std::fmt::Debug for SessionPool {
 impl SessionPool {
     /// Creates a session for a new connection (its outgoing queue bounded to `outgoing`
     /// packets and `outgoing_bytes` bytes); ids start at 1.
-    pub fn create(self: &Arc<Self>, remote: SocketAddr, outgoing: usize, outgoing_bytes: usize, wire: Arc<Wire>) -> Arc<Session> {
+    pub fn create(
+        self: &Arc<Self>,
+        remote: SocketAddr,
+        frontend: Arc<str>,
+        outgoing: usize,
+        outgoing_bytes: usize,
+        wire: Arc<Wire>,
+    ) -> Arc<Session> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut data = Map::new();
         // Pitaya: IPv6 when the remote address has more than one ':'.
@@ -499,6 +538,8 @@ impl SessionPool {
         let session = Arc::new(Session {
             id,
             remote,
+            frontend,
+            subscriptions: Mutex::new(None),
             state: Mutex::new(State {
                 displaced: false,
                 close: CloseStage::Pending,
@@ -577,6 +618,17 @@ impl SessionPool {
             }
             st.uid = Some(uid.to_owned());
         }
+        // The cluster's part (subscriptions, the unique-session broadcast, binding storage):
+        // a refusal fails the bind and leaves the session unbound.
+        if let Some(hooks) = self.hooks.get() {
+            match hooks.bound(&session, uid) {
+                Ok(subscriptions) => *session.subscriptions.lock() = Some(subscriptions),
+                Err(e) => {
+                    session.state.lock().uid = None;
+                    return Err(e);
+                }
+            }
+        }
         // Sessions of this uid still closing are displaced too, though they already left the
         // index: a close handler not started yet will see it; one already running may still
         // undo what this session is about to do (a leave landing after the join), so the bind
@@ -618,12 +670,20 @@ impl SessionPool {
     }
 
     /// A closed session leaves the uid index (if it still holds the uid) and waits among the
-    /// closing sessions of its uid until [`SessionPool::remove`].
-    fn unbind(&self, uid: &str, session: &Arc<Session>) {
+    /// closing sessions of its uid until [`SessionPool::remove`]; whether it held the uid.
+    fn unbind(&self, uid: &str, session: &Arc<Session>) -> bool {
         let mut by_uid = self.by_uid.lock();
         if by_uid.get(uid).is_some_and(|s| Arc::ptr_eq(s, session)) {
             by_uid.remove(uid);
             self.closing.lock().entry(uid.to_owned()).or_default().push(session.clone());
+            true
+        } else {
+            false
         }
+    }
+
+    /// Sets what binding means in the cluster; once, before any session binds.
+    pub fn set_hooks(&self, hooks: Arc<dyn BindHooks>) {
+        let _ = self.hooks.set(hooks);
     }
 }

@@ -1,5 +1,5 @@
-//! In-memory groups (Pitaya's default group service): named, ordered sets of uids with an
-//! optional TTL, swept periodically. Errors carry Pitaya's messages.
+//! In-memory groups (Pitaya's default group service, §5): named, ordered sets of uids with an
+//! optional TTL, swept periodically. Errors carry Pitaya's codes and messages.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,9 +7,12 @@ use std::time::Duration;
 // tokio's clock: the same as the system's, except in tests that pause it.
 use tokio::time::Instant;
 
+use kiwano_protocol::PitayaError;
 use kiwano_protocol::error::codes;
-use kiwano_runtime::GuestError;
 use parking_lot::Mutex;
+
+use crate::{BoxFuture, ClusterError, Groups};
+
 
 struct Group {
     uids: Vec<String>,
@@ -29,16 +32,16 @@ impl std::fmt::Debug for MemoryGroups {
     }
 }
 
-fn not_found() -> GuestError {
-    GuestError::new(codes::NOT_FOUND, "group not found")
+fn not_found() -> PitayaError {
+    PitayaError::new(codes::NOT_FOUND, "group not found")
 }
 
-fn check_uid(uid: &str) -> Result<(), GuestError> {
-    if uid.is_empty() { Err(GuestError::new(codes::BAD_REQUEST, "empty uid")) } else { Ok(()) }
+fn check_uid(uid: &str) -> Result<(), PitayaError> {
+    if uid.is_empty() { Err(PitayaError::new(codes::BAD_REQUEST, "empty uid")) } else { Ok(()) }
 }
 
 impl MemoryGroups {
-    fn with<T>(&self, name: &str, f: impl FnOnce(&mut Group) -> Result<T, GuestError>) -> Result<T, GuestError> {
+    fn with<T>(&self, name: &str, f: impl FnOnce(&mut Group) -> Result<T, PitayaError>) -> Result<T, PitayaError> {
         let mut groups = self.groups.lock();
         f(groups.get_mut(name).ok_or_else(not_found)?)
     }
@@ -47,10 +50,10 @@ impl MemoryGroups {
     ///
     /// # Errors
     /// `group already exists`.
-    pub fn create(&self, name: &str, ttl: Option<Duration>) -> Result<(), GuestError> {
+    pub fn create(&self, name: &str, ttl: Option<Duration>) -> Result<(), PitayaError> {
         let mut groups = self.groups.lock();
         if groups.contains_key(name) {
-            return Err(GuestError::new(codes::BAD_REQUEST, "group already exists"));
+            return Err(PitayaError::new(codes::BAD_REQUEST, "group already exists"));
         }
         groups.insert(name.to_owned(), Group { uids: Vec::new(), ttl, refreshed: Instant::now() });
         Ok(())
@@ -60,7 +63,7 @@ impl MemoryGroups {
     ///
     /// # Errors
     /// `group not found`.
-    pub fn delete(&self, name: &str) -> Result<(), GuestError> {
+    pub fn delete(&self, name: &str) -> Result<(), PitayaError> {
         self.groups.lock().remove(name).map(drop).ok_or_else(not_found)
     }
 
@@ -68,11 +71,11 @@ impl MemoryGroups {
     ///
     /// # Errors
     /// `empty uid`, `group not found`, `member already exists in group`.
-    pub fn add(&self, name: &str, uid: &str) -> Result<(), GuestError> {
+    pub fn add(&self, name: &str, uid: &str) -> Result<(), PitayaError> {
         check_uid(uid)?;
         self.with(name, |g| {
             if g.uids.iter().any(|u| u == uid) {
-                return Err(GuestError::new(codes::BAD_REQUEST, "member already exists in group"));
+                return Err(PitayaError::new(codes::BAD_REQUEST, "member already exists in group"));
             }
             g.uids.push(uid.to_owned());
             Ok(())
@@ -83,14 +86,14 @@ impl MemoryGroups {
     ///
     /// # Errors
     /// `empty uid`, `group not found`, `member not found in the group`.
-    pub fn remove(&self, name: &str, uid: &str) -> Result<(), GuestError> {
+    pub fn remove(&self, name: &str, uid: &str) -> Result<(), PitayaError> {
         check_uid(uid)?;
         self.with(name, |g| match g.uids.iter().position(|u| u == uid) {
             Some(i) => {
                 g.uids.remove(i);
                 Ok(())
             }
-            None => Err(GuestError::new(codes::NOT_FOUND, "member not found in the group")),
+            None => Err(PitayaError::new(codes::NOT_FOUND, "member not found in the group")),
         })
     }
 
@@ -98,7 +101,7 @@ impl MemoryGroups {
     ///
     /// # Errors
     /// `group not found`.
-    pub fn remove_all(&self, name: &str) -> Result<(), GuestError> {
+    pub fn remove_all(&self, name: &str) -> Result<(), PitayaError> {
         self.with(name, |g| {
             g.uids.clear();
             Ok(())
@@ -109,7 +112,7 @@ impl MemoryGroups {
     ///
     /// # Errors
     /// `empty uid`, `group not found`.
-    pub fn contains(&self, name: &str, uid: &str) -> Result<bool, GuestError> {
+    pub fn contains(&self, name: &str, uid: &str) -> Result<bool, PitayaError> {
         check_uid(uid)?;
         self.with(name, |g| Ok(g.uids.iter().any(|u| u == uid)))
     }
@@ -118,7 +121,7 @@ impl MemoryGroups {
     ///
     /// # Errors
     /// `group not found`.
-    pub fn members(&self, name: &str) -> Result<Vec<String>, GuestError> {
+    pub fn members(&self, name: &str) -> Result<Vec<String>, PitayaError> {
         self.with(name, |g| Ok(g.uids.clone()))
     }
 
@@ -126,7 +129,7 @@ impl MemoryGroups {
     ///
     /// # Errors
     /// `group not found`.
-    pub fn count(&self, name: &str) -> Result<u32, GuestError> {
+    pub fn count(&self, name: &str) -> Result<u32, PitayaError> {
         self.with(name, |g| Ok(u32::try_from(g.uids.len()).unwrap_or(u32::MAX)))
     }
 
@@ -134,10 +137,10 @@ impl MemoryGroups {
     ///
     /// # Errors
     /// `group not found`, `memory group TTL not found` (a group without TTL).
-    pub fn renew(&self, name: &str) -> Result<(), GuestError> {
+    pub fn renew(&self, name: &str) -> Result<(), PitayaError> {
         self.with(name, |g| {
             if g.ttl.is_none() {
-                return Err(GuestError::new(codes::NOT_FOUND, "memory group TTL not found"));
+                return Err(PitayaError::new(codes::NOT_FOUND, "memory group TTL not found"));
             }
             g.refreshed = Instant::now();
             Ok(())
@@ -159,11 +162,45 @@ impl MemoryGroups {
     }
 }
 
+fn ready<T: Send + 'static>(r: Result<T, PitayaError>) -> BoxFuture<'static, Result<T, ClusterError>> {
+    Box::pin(std::future::ready(r.map_err(ClusterError::Pitaya)))
+}
+
+impl Groups for MemoryGroups {
+    fn create<'a>(&'a self, name: &'a str, ttl: Option<Duration>) -> BoxFuture<'a, Result<(), ClusterError>> {
+        ready(MemoryGroups::create(self, name, ttl))
+    }
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ClusterError>> {
+        ready(MemoryGroups::delete(self, name))
+    }
+    fn add<'a>(&'a self, name: &'a str, uid: &'a str) -> BoxFuture<'a, Result<(), ClusterError>> {
+        ready(MemoryGroups::add(self, name, uid))
+    }
+    fn remove<'a>(&'a self, name: &'a str, uid: &'a str) -> BoxFuture<'a, Result<(), ClusterError>> {
+        ready(MemoryGroups::remove(self, name, uid))
+    }
+    fn remove_all<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ClusterError>> {
+        ready(MemoryGroups::remove_all(self, name))
+    }
+    fn contains<'a>(&'a self, name: &'a str, uid: &'a str) -> BoxFuture<'a, Result<bool, ClusterError>> {
+        ready(MemoryGroups::contains(self, name, uid))
+    }
+    fn members<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, ClusterError>> {
+        ready(MemoryGroups::members(self, name))
+    }
+    fn count<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, ClusterError>> {
+        ready(MemoryGroups::count(self, name))
+    }
+    fn renew<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ClusterError>> {
+        ready(MemoryGroups::renew(self, name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn msg<T: std::fmt::Debug>(r: Result<T, GuestError>) -> String {
+    fn msg<T: std::fmt::Debug>(r: Result<T, PitayaError>) -> String {
         r.unwrap_err().msg
     }
 

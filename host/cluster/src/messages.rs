@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kiwano_protocol::error::codes;
 use kiwano_protocol::{PitayaError, protos};
-use kiwano_runtime::CallChain;
+use kiwano_protocol::CallChain;
 use prost::Message as _;
 
 /// Metadata key of the hop count: how many RPCs led to this one.
@@ -25,10 +25,10 @@ pub fn go_duration(d: Duration) -> String {
         return "0s".into();
     }
     // The usual timeouts, without formatting a float.
-    if nanos % 1_000_000_000 == 0 && d.as_secs() < 60 {
+    if nanos.is_multiple_of(1_000_000_000) && d.as_secs() < 60 {
         return format!("{}s", d.as_secs());
     }
-    if nanos % 1_000_000 == 0 && nanos < 1_000_000_000 {
+    if nanos.is_multiple_of(1_000_000) && nanos < 1_000_000_000 {
         return format!("{}ms", d.as_millis());
     }
     if nanos < 1_000 {
@@ -125,6 +125,17 @@ pub fn metadata(peer_id: &str, peer_type: &str, timeout: Duration, chain: &CallC
     write_request_id(&mut out);
     out.extend_from_slice(b"\"}");
     out
+}
+
+/// Pitaya's error for an RPC past its timeout (`PIT-408 rpc client: request timeout`), with
+/// the metadata it carries: the timeout as a Go duration, the route, the server, the caller.
+pub fn timeout_error(timeout: Duration, route: &str, server: &str, peer: &str) -> PitayaError {
+    let mut e = PitayaError::new(codes::TIMEOUT, "rpc client: request timeout");
+    e.metadata.insert("timeout".into(), go_duration(timeout));
+    e.metadata.insert("route".into(), route.to_owned());
+    e.metadata.insert("server".into(), server.to_owned());
+    e.metadata.insert("peer.id".into(), peer.to_owned());
+    e
 }
 
 /// Encodes a request.

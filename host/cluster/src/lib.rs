@@ -1,0 +1,358 @@
+//! Kiwano's cluster: how servers find each other and talk, with Pitaya's keys, subjects and
+//! envelopes (`PITAYA-PROTOCOL.md` §4–§6), behind async, fallible traits:
+//!
+//! - [`Discovery`]: servers announce themselves; everyone sees a snapshot of the live servers
+//!   that the implementation keeps current;
+//! - [`Rpc`]: request/reply between servers (encoded `protos.Request` / `protos.Response`),
+//!   pushes and kicks to users by frontend type, bind broadcasts for unique sessions;
+//! - [`Groups`]: named sets of uids (Pitaya's group service);
+//! - [`Bindings`]: which frontend holds a uid (Pitaya's binding storage).
+//!
+//! Implementations live side by side: [`memory`] (one process: the embedded cluster) and, across
+//! machines, NATS for RPC and etcd for discovery, groups and bindings. [`messages`] builds and
+//! reads the envelopes. The crate depends on the protocol crate only: nothing here blocks a
+//! thread, knows the Wasm runtime or the server, or takes a runtime handle from its caller.
+
+pub mod groups;
+pub mod memory;
+pub mod messages;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kiwano_protocol::{PitayaError, protos};
+use parking_lot::Mutex;
+
+pub use groups::MemoryGroups;
+pub use memory::{MemoryBindings, MemoryDiscovery, MemoryRpc};
+
+/// A boxed future, as the cluster traits return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A server as discovery knows it: Pitaya's etcd value
+/// (`{"id","type","metadata":{…},"frontend","hostname"}`, §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerInfo {
+    /// Unique id (no `/`).
+    pub id: String,
+    /// Server type (no `/`).
+    #[serde(rename = "type")]
+    pub server_type: String,
+    /// Free-form metadata: a JSON object of strings.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Whether clients connect to it.
+    pub frontend: bool,
+    /// Host name.
+    #[serde(default)]
+    pub hostname: String,
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// No answer within the timeout (Pitaya's `PIT-408`).
+    #[error("rpc client: request timeout")]
+    Timeout,
+    /// Nobody listens on the server's subject: the request was never delivered (NATS "no
+    /// responders"); another server of the type may be tried.
+    #[error("server {0} has no responders: the request was not delivered")]
+    NoResponders(String),
+    /// The server is not known or not reachable.
+    #[error("server {0} is not reachable")]
+    Unreachable(String),
+    /// A Pitaya-level refusal (group and binding operations carry Pitaya's messages).
+    #[error("{}: {}", .0.code, .0.msg)]
+    Pitaya(PitayaError),
+    /// The backend (NATS, etcd) failed or is unreachable.
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl ClusterError {
+    /// The error a client or a guest sees: a Pitaya refusal as it is, a timeout `PIT-408`,
+    /// anything else `PIT-500` with the cause.
+    pub fn into_pitaya(self) -> PitayaError {
+        use kiwano_protocol::error::codes;
+        match self {
+            Self::Pitaya(e) => e,
+            Self::Timeout => PitayaError::new(codes::TIMEOUT, self.to_string()),
+            other => PitayaError::new(codes::INTERNAL, other.to_string()),
+        }
+    }
+}
+
+impl From<PitayaError> for ClusterError {
+    fn from(e: PitayaError) -> Self {
+        Self::Pitaya(e)
+    }
+}
+
+/// One server's registration as discovery sees it: its descriptor and a generation that
+/// changes whenever it registers again (a restart, a lease lost and regained).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The descriptor.
+    pub info: ServerInfo,
+    /// Changes with every registration of the id (etcd: the key's modification revision).
+    pub generation: i64,
+}
+
+/// The live servers, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Servers {
+    /// Every server discovery knows of.
+    pub by_id: BTreeMap<String, Registration>,
+}
+
+impl Servers {
+    /// The servers of `server_type`, sorted by id.
+    pub fn of_type<'a>(&'a self, server_type: &'a str) -> impl Iterator<Item = &'a Registration> + 'a {
+        self.by_id.values().filter(move |r| r.info.server_type == server_type)
+    }
+
+    /// A server by id.
+    pub fn get(&self, id: &str) -> Option<&ServerInfo> {
+        self.by_id.get(id).map(|r| &r.info)
+    }
+}
+
+/// Finds servers.
+pub trait Discovery: Send + Sync {
+    /// Announces `server`; it stays announced (its lease kept alive) until deregistered.
+    ///
+    /// # Errors
+    /// The backend refused or is unreachable.
+    fn register<'a>(&'a self, server: &'a ServerInfo) -> BoxFuture<'a, Result<(), ClusterError>>;
+
+    /// Withdraws server `id` (bounded by a timeout).
+    ///
+    /// # Errors
+    /// The backend refused or is unreachable.
+    fn deregister<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ClusterError>>;
+
+    /// The live servers as last seen (a watch keeps this current).
+    fn snapshot(&self) -> Arc<Servers>;
+}
+
+/// What a server does with what the cluster delivers to it.
+pub trait RpcHandler: Send + Sync {
+    /// Answers an encoded `protos.Request` with an encoded `protos.Response`; the caller waits
+    /// `timeout` for it.
+    fn request(&self, request: Bytes, timeout: Duration) -> BoxFuture<'static, Bytes>;
+    /// A push for a uid bound here.
+    fn push(&self, push: protos::Push);
+    /// A kick for a uid bound here.
+    fn kick(&self, kick: protos::KickMsg);
+    /// Another frontend of this server's type bound `bind.uid` (Pitaya's unique session).
+    fn bound(&self, bind: protos::BindMsg);
+}
+
+/// Delivery that lasts as long as this handle: dropping it stops serving a server or a bound
+/// uid.
+pub struct Serving(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl Serving {
+    /// A handle that runs `stop` when dropped.
+    pub fn on_drop(stop: impl FnOnce() + Send + Sync + 'static) -> Self {
+        struct Stop<F: FnOnce()>(Option<F>);
+        impl<F: FnOnce()> Drop for Stop<F> {
+            fn drop(&mut self) {
+                if let Some(f) = self.0.take() {
+                    f();
+                }
+            }
+        }
+        Self(Box::new(Stop(Some(stop))))
+    }
+
+    /// A handle that keeps `value` alive (a subscription that ends when dropped).
+    pub fn holding(value: impl Send + Sync + 'static) -> Self {
+        Self(Box::new(value))
+    }
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Serving")
+    }
+}
+
+/// Sends to servers and users.
+pub trait Rpc: Send + Sync {
+    /// Delivers RPCs to `server` (its subject `pitaya/servers/<type>/<id>`), and for a frontend
+    /// the bind broadcasts of its type, to `handler` until the returned handle is dropped.
+    ///
+    /// # Errors
+    /// The backend refused or is unreachable.
+    fn serve<'a>(&'a self, server: &'a ServerInfo, handler: Arc<dyn RpcHandler>) -> BoxFuture<'a, Result<Serving, ClusterError>>;
+
+    /// Sends an encoded `protos.Request` to `target` and waits for the encoded response.
+    ///
+    /// # Errors
+    /// [`ClusterError::Timeout`], [`ClusterError::NoResponders`] (never delivered), or the
+    /// backend failing.
+    fn call(&self, target: &ServerInfo, request: Bytes, timeout: Duration) -> BoxFuture<'static, Result<Bytes, ClusterError>>;
+
+    /// Delivers pushes and kicks for `uid` to `server` (a frontend where it is bound) until the
+    /// returned handle is dropped (`pitaya/<type>/user/<uid>/push|kick`).
+    ///
+    /// # Errors
+    /// The backend refused or is unreachable.
+    fn bind_user<'a>(&'a self, server: &'a ServerInfo, uid: &'a str) -> BoxFuture<'a, Result<Serving, ClusterError>>;
+
+    /// Publishes a push to the frontend of `frontend_type` holding `push.uid`.
+    ///
+    /// # Errors
+    /// The backend failing (a uid bound nowhere is not an error: the push is lost, as in Pitaya).
+    fn push<'a>(&'a self, frontend_type: &'a str, push: protos::Push) -> BoxFuture<'a, Result<(), ClusterError>>;
+
+    /// Publishes a kick to the frontend of `frontend_type` holding `kick.user_id`.
+    ///
+    /// # Errors
+    /// The backend failing.
+    fn kick<'a>(&'a self, frontend_type: &'a str, kick: protos::KickMsg) -> BoxFuture<'a, Result<(), ClusterError>>;
+
+    /// Tells every frontend of `frontend_type` that `bind.uid` is now bound at `bind.fid`
+    /// (`pitaya/<type>/bindings`).
+    ///
+    /// # Errors
+    /// The backend failing.
+    fn broadcast_bind<'a>(&'a self, frontend_type: &'a str, bind: protos::BindMsg) -> BoxFuture<'a, Result<(), ClusterError>>;
+}
+
+/// Named groups of uids (Pitaya's group service, §5). Errors carry Pitaya's codes and messages
+/// (`group already exists`, `group not found`, `member already exists in group`, `member not
+/// found in the group`, `memory group TTL not found`, `empty uid`).
+pub trait Groups: Send + Sync {
+    /// Creates a group, deleted once it has not been renewed for `ttl` if given.
+    ///
+    /// # Errors
+    /// `group already exists`.
+    fn create<'a>(&'a self, name: &'a str, ttl: Option<Duration>) -> BoxFuture<'a, Result<(), ClusterError>>;
+    /// Deletes a group.
+    ///
+    /// # Errors
+    /// `group not found`.
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ClusterError>>;
+    /// Adds a member.
+    ///
+    /// # Errors
+    /// `empty uid`, `group not found`, `member already exists in group`.
+    fn add<'a>(&'a self, name: &'a str, uid: &'a str) -> BoxFuture<'a, Result<(), ClusterError>>;
+    /// Removes a member.
+    ///
+    /// # Errors
+    /// `empty uid`, `group not found`, `member not found in the group`.
+    fn remove<'a>(&'a self, name: &'a str, uid: &'a str) -> BoxFuture<'a, Result<(), ClusterError>>;
+    /// Removes every member.
+    ///
+    /// # Errors
+    /// `group not found`.
+    fn remove_all<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ClusterError>>;
+    /// Whether `uid` is a member.
+    ///
+    /// # Errors
+    /// `empty uid`, `group not found`.
+    fn contains<'a>(&'a self, name: &'a str, uid: &'a str) -> BoxFuture<'a, Result<bool, ClusterError>>;
+    /// The members (in the order they were added, for memory groups; sorted for etcd).
+    ///
+    /// # Errors
+    /// `group not found`.
+    fn members<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, ClusterError>>;
+    /// The number of members.
+    ///
+    /// # Errors
+    /// `group not found`.
+    fn count<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u32, ClusterError>>;
+    /// Restarts the TTL.
+    ///
+    /// # Errors
+    /// `group not found`, a group without TTL.
+    fn renew<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ClusterError>>;
+}
+
+/// Which frontend holds a uid (Pitaya's binding storage, §4.3: `bindings/<frontendType>/<uid>`).
+pub trait Bindings: Send + Sync {
+    /// Records that `uid` is bound at frontend `frontend_id` of `frontend_type`.
+    ///
+    /// # Errors
+    /// The backend failing.
+    fn put<'a>(&'a self, frontend_type: &'a str, uid: &'a str, frontend_id: &'a str) -> BoxFuture<'a, Result<(), ClusterError>>;
+    /// Forgets the binding of `uid`, if it still names `frontend_id`.
+    ///
+    /// # Errors
+    /// The backend failing.
+    fn remove<'a>(&'a self, frontend_type: &'a str, uid: &'a str, frontend_id: &'a str) -> BoxFuture<'a, Result<(), ClusterError>>;
+    /// The frontend holding `uid`, if any.
+    ///
+    /// # Errors
+    /// The backend failing.
+    fn get<'a>(&'a self, frontend_type: &'a str, uid: &'a str) -> BoxFuture<'a, Result<Option<String>, ClusterError>>;
+}
+
+/// Discovery, RPC, groups and bindings together, and the servers that stopped answering.
+pub struct Cluster {
+    /// Finds servers.
+    pub discovery: Arc<dyn Discovery>,
+    /// Talks to them.
+    pub rpc: Arc<dyn Rpc>,
+    /// Groups.
+    pub groups: Arc<dyn Groups>,
+    /// Binding storage.
+    pub bindings: Arc<dyn Bindings>,
+    /// Servers that answered "no responders", by id, with the generation they had: left out of
+    /// routing until discovery shows them registered again.
+    silent: Mutex<BTreeMap<String, i64>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// A cluster of these parts.
+    pub fn new(discovery: Arc<dyn Discovery>, rpc: Arc<dyn Rpc>, groups: Arc<dyn Groups>, bindings: Arc<dyn Bindings>) -> Self {
+        Self { discovery, rpc, groups, bindings, silent: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The embedded cluster of one process: everything in memory.
+    pub fn memory() -> Self {
+        Self::new(
+            Arc::new(MemoryDiscovery::default()),
+            Arc::new(MemoryRpc::default()),
+            Arc::new(MemoryGroups::default()),
+            Arc::new(MemoryBindings::default()),
+        )
+    }
+
+    /// The live servers of `server_type` that route to (sorted by id): discovery's view without
+    /// the servers that went silent.
+    pub fn servers_of(&self, server_type: &str) -> Vec<ServerInfo> {
+        let snapshot = self.discovery.snapshot();
+        let mut silent = self.silent.lock();
+        // A silent server registered again (a new generation) is routed to again.
+        silent.retain(|id, generation| snapshot.by_id.get(id).is_some_and(|r| r.generation == *generation));
+        snapshot.of_type(server_type).filter(|r| !silent.contains_key(&r.info.id)).map(|r| r.info.clone()).collect()
+    }
+
+    /// A live server by id.
+    pub fn server(&self, id: &str) -> Option<ServerInfo> {
+        self.discovery.snapshot().get(id).cloned()
+    }
+
+    /// Leaves server `id` out of routing until discovery shows it registered again: it
+    /// answered "no responders".
+    pub fn mark_silent(&self, id: &str) {
+        if let Some(r) = self.discovery.snapshot().by_id.get(id) {
+            tracing::warn!(server = id, server_type = %r.info.server_type, "no responders: routing around the server until it registers again");
+            self.silent.lock().insert(id.to_owned(), r.generation);
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! What the parts of a running server share: its server types, the connections' settings and
+//! the cluster. A leaf of the crate's modules: it imports none of the modules that use it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiwano_cluster::{Cluster, ServerInfo};
+use kiwano_runtime::{Affinity, ServerPool};
+
+use crate::bridge::Bridge;
+use crate::connection::Net;
+
+/// A server type hosted by this process.
+#[derive(Debug)]
+pub struct ServerType {
+    /// Its name.
+    pub name: String,
+    /// The id of this process's server of the type.
+    pub id: String,
+    /// Its instances for client messages.
+    pub pool: Arc<ServerPool>,
+    /// Its instances for remotes (RPC), apart from handlers; `None` when it has no remotes.
+    pub remotes: Option<Arc<ServerPool>>,
+    /// How calls pick an instance.
+    pub affinity: Affinity,
+    /// Whether clients connect to it.
+    pub frontend: bool,
+    /// The server as discovery announces it.
+    pub info: ServerInfo,
+}
+
+/// State shared by the connections, the routers and the cluster handlers of the process.
+#[derive(Debug)]
+pub struct Shared {
+    /// The connections' settings, sessions and shutdown signal.
+    pub net: Arc<Net>,
+    /// Server types hosted here.
+    pub types: HashMap<String, Arc<ServerType>>,
+    /// Discovery, RPC, groups, bindings.
+    pub cluster: Arc<Cluster>,
+    /// Deadline of forwarded messages and RPCs without a timeout of their own.
+    pub request_timeout: Duration,
+    /// Whether a uid bound on one frontend of a type is kicked from the others
+    /// (`cluster.unique_session`).
+    pub unique_session: bool,
+    /// Where blocking callers wait for the cluster.
+    pub bridge: Bridge,
+}
