@@ -20,10 +20,14 @@ if [ ! -f "$js/node_modules/.package-lock.json" ] || [ "$js/package-lock.json" -
 fi
 
 # Debian packages: Chromium for the browser test of examples/chat's page, the openssl command
-# line for a TLS client that sends an IP address as SNI (as libpitaya does).
+# line for a TLS client that sends an IP address as SNI (as libpitaya does), and the cluster's
+# real services (the tests start their own on free loopback ports).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]} from Debian's packages" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 pub mod polyglot;
 pub mod process;
+pub mod services;
 
 pub use kiwano_client::rawws;
 
@@ -292,6 +293,16 @@ pub async fn http_request(addr: std::net::SocketAddr, method: &str, target: &str
 pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     let start = tokio::time::Instant::now();
     while !cond() {
+        assert!(start.elapsed() < within, "{what}: not true within {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until the future that `cond` makes yields true, trying again every few milliseconds;
+/// panics naming `what` after `within`.
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(what: &str, within: Duration, mut cond: impl FnMut() -> F) {
+    let start = tokio::time::Instant::now();
+    while !cond().await {
         assert!(start.elapsed() < within, "{what}: not true within {within:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

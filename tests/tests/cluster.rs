@@ -173,9 +173,9 @@ struct Spy {
 }
 
 impl RpcHandler for Spy {
-    fn request(&self, request: Bytes, _timeout: Duration) -> BoxFuture<'static, Bytes> {
+    fn request(&self, request: Bytes, _timeout: Duration) -> BoxFuture<'static, Option<Bytes>> {
         self.requests.lock().push(request);
-        Box::pin(async { messages::ok(&b"\"spied\""[..]) })
+        Box::pin(async { Some(messages::ok(&b"\"spied\""[..])) })
     }
     fn push(&self, _: protos::Push) {}
     fn kick(&self, _: protos::KickMsg) {}

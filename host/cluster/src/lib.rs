@@ -13,9 +13,11 @@
 //! reads the envelopes. The crate depends on the protocol crate only: nothing here blocks a
 //! thread, knows the Wasm runtime or the server, or takes a runtime handle from its caller.
 
+pub mod etcd;
 pub mod groups;
 pub mod memory;
 pub mod messages;
+pub mod nats;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -141,9 +143,11 @@ pub trait Discovery: Send + Sync {
 
 /// What a server does with what the cluster delivers to it.
 pub trait RpcHandler: Send + Sync {
-    /// Answers an encoded `protos.Request` with an encoded `protos.Response`; the caller waits
-    /// `timeout` for it.
-    fn request(&self, request: Bytes, timeout: Duration) -> BoxFuture<'static, Bytes>;
+    /// Answers an encoded `protos.Request` with an encoded `protos.Response`. The caller waits
+    /// for it as long as the request's `reqTimeout` says, or `timeout` when it says nothing.
+    /// `None`: the bytes are not a request with a message; it is dropped unanswered, as Pitaya
+    /// drops it (its caller times out).
+    fn request(&self, request: Bytes, timeout: Duration) -> BoxFuture<'static, Option<Bytes>>;
     /// A push for a uid bound here.
     fn push(&self, push: protos::Push);
     /// A kick for a uid bound here.
@@ -205,6 +209,13 @@ pub trait Rpc: Send + Sync {
     /// The backend refused or is unreachable.
     fn bind_user<'a>(&'a self, server: &'a ServerInfo, uid: &'a str) -> BoxFuture<'a, Result<Serving, ClusterError>>;
 
+    /// Sends whatever is still buffered, within `timeout`: the last responses and publishes of
+    /// a server that stops.
+    fn flush<'a>(&'a self, timeout: Duration) -> BoxFuture<'a, ()> {
+        let _ = timeout;
+        Box::pin(std::future::ready(()))
+    }
+
     /// Publishes a push to the frontend of `frontend_type` holding `push.uid`.
     ///
     /// # Errors
@@ -223,6 +234,30 @@ pub trait Rpc: Send + Sync {
     /// # Errors
     /// The backend failing.
     fn broadcast_bind<'a>(&'a self, frontend_type: &'a str, bind: protos::BindMsg) -> BoxFuture<'a, Result<(), ClusterError>>;
+}
+
+/// Where groups or bindings are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// In this process (Pitaya's memory group service; no binding storage).
+    #[default]
+    Memory,
+    /// On etcd, shared by the cluster (Pitaya's etcd group service and binding storage).
+    Etcd,
+}
+
+/// How to reach the cluster: nothing (the embedded cluster of one process), or NATS and etcd.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// RPC on NATS; `None`: in memory.
+    pub nats: Option<nats::NatsSettings>,
+    /// Discovery on etcd; required with NATS.
+    pub etcd: Option<etcd::EtcdSettings>,
+    /// Where groups are kept.
+    pub groups: Store,
+    /// Where bindings are kept.
+    pub bindings: Store,
 }
 
 /// Named groups of uids (Pitaya's group service, §5). Errors carry Pitaya's codes and messages
@@ -308,6 +343,8 @@ pub struct Cluster {
     /// Servers that answered "no responders", by id, with the generation they had: left out of
     /// routing until discovery shows them registered again.
     silent: Mutex<BTreeMap<String, i64>>,
+    /// The groups when they are kept in memory: someone has to sweep them.
+    memory_groups: Option<Arc<MemoryGroups>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -319,17 +356,55 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// A cluster of these parts.
     pub fn new(discovery: Arc<dyn Discovery>, rpc: Arc<dyn Rpc>, groups: Arc<dyn Groups>, bindings: Arc<dyn Bindings>) -> Self {
-        Self { discovery, rpc, groups, bindings, silent: Mutex::new(BTreeMap::new()) }
+        Self { discovery, rpc, groups, bindings, silent: Mutex::new(BTreeMap::new()), memory_groups: None }
     }
 
     /// The embedded cluster of one process: everything in memory.
     pub fn memory() -> Self {
-        Self::new(
-            Arc::new(MemoryDiscovery::default()),
-            Arc::new(MemoryRpc::default()),
-            Arc::new(MemoryGroups::default()),
-            Arc::new(MemoryBindings::default()),
-        )
+        let groups = Arc::new(MemoryGroups::default());
+        Self {
+            memory_groups: Some(groups.clone()),
+            ..Self::new(Arc::new(MemoryDiscovery::default()), Arc::new(MemoryRpc::default()), groups, Arc::new(MemoryBindings::default()))
+        }
+    }
+
+    /// Connects to the cluster `settings` names: NATS and etcd, each waited for (with a
+    /// logged backoff) until it answers; or, with neither, the embedded cluster.
+    ///
+    /// # Errors
+    /// Settings that do not go together (NATS without etcd, groups or bindings on etcd
+    /// without etcd), or etcd failing the first read of the servers.
+    pub async fn connect(settings: &Settings) -> Result<Self, ClusterError> {
+        let (nats, etcd) = match (&settings.nats, &settings.etcd) {
+            (None, None) => {
+                if settings.groups == Store::Etcd || settings.bindings == Store::Etcd {
+                    return Err(ClusterError::Backend("groups or bindings on etcd need etcd endpoints".into()));
+                }
+                return Ok(Self::memory());
+            }
+            (Some(nats), Some(etcd)) => (nats, etcd),
+            (None, Some(_)) => return Err(ClusterError::Backend("discovery on etcd needs RPC on NATS: no NATS url".into())),
+            (Some(_), None) => return Err(ClusterError::Backend("RPC on NATS needs discovery on etcd: no etcd endpoints".into())),
+        };
+        // Both at once: either may be the one still starting.
+        let (rpc, client) = tokio::join!(nats::NatsRpc::connect(nats.clone()), etcd::Etcd::connect(etcd));
+        let discovery = etcd::EtcdDiscovery::start(client.clone(), etcd).await?;
+        let memory_groups = (settings.groups == Store::Memory).then(|| Arc::new(MemoryGroups::default()));
+        let groups: Arc<dyn Groups> = match &memory_groups {
+            Some(g) => g.clone(),
+            None => Arc::new(etcd::EtcdGroups::new(client.clone())),
+        };
+        let bindings: Arc<dyn Bindings> = match settings.bindings {
+            Store::Memory => Arc::new(MemoryBindings::default()),
+            Store::Etcd => Arc::new(etcd::EtcdBindings::new(client, etcd.binding_lease_ttl)),
+        };
+        Ok(Self { memory_groups, ..Self::new(discovery, Arc::new(rpc), groups, bindings) })
+    }
+
+    /// The groups, when they are kept in this process: they need sweeping
+    /// ([`MemoryGroups::sweep`]).
+    pub fn memory_groups(&self) -> Option<&Arc<MemoryGroups>> {
+        self.memory_groups.as_ref()
     }
 
     /// The live servers of `server_type` that route to (sorted by id): discovery's view without

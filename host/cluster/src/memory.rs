@@ -98,9 +98,10 @@ impl Rpc for MemoryRpc {
             // (or trap) within `timeout`, and an answer coming later is a timeout all the same.
             let start = tokio::time::Instant::now();
             match tokio::time::timeout(timeout, handler.request(request, timeout)).await {
-                Ok(_) if start.elapsed() > timeout => Err(ClusterError::Timeout),
-                Ok(response) => Ok(response),
-                Err(_) => Err(ClusterError::Timeout),
+                Ok(Some(_)) if start.elapsed() > timeout => Err(ClusterError::Timeout),
+                Ok(Some(response)) => Ok(response),
+                // Dropped unanswered: the caller would wait out its timeout; here it learns at once.
+                Ok(None) | Err(_) => Err(ClusterError::Timeout),
             }
         })
     }

@@ -175,6 +175,9 @@ pub fn read_response(bytes: &[u8]) -> Result<Vec<u8>, PitayaError> {
 pub struct Metadata {
     /// The RPCs that led to this one, and the remote instances waiting up the chain.
     pub chain: CallChain,
+    /// How long the caller waits (`reqTimeout`, a Go duration), if it said so in a form that
+    /// reads.
+    pub timeout: Option<Duration>,
 }
 
 impl<'de> serde::Deserialize<'de> for Metadata {
@@ -192,6 +195,11 @@ impl<'de> serde::Deserialize<'de> for Metadata {
                     match key {
                         Key::Hops => meta.chain.hops = map.next_value::<Option<u64>>()?.unwrap_or(0),
                         Key::Waiting => meta.chain.waiting = map.next_value::<Option<String>>()?.unwrap_or_default(),
+                        // Pitaya writes a string; anything else is ignored, not trusted.
+                        Key::Timeout => match map.next_value::<serde_json::Value>()? {
+                            serde_json::Value::String(s) => meta.timeout = parse_go_duration(&s),
+                            _ => meta.timeout = None,
+                        },
                         Key::Other => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
@@ -207,10 +215,11 @@ impl<'de> serde::Deserialize<'de> for Metadata {
     }
 }
 
-/// A metadata key, read without allocating: [`HOPS`], [`WAITING`] or another.
+/// A metadata key, read without allocating: [`HOPS`], [`WAITING`], `reqTimeout` or another.
 enum Key {
     Hops,
     Waiting,
+    Timeout,
     Other,
 }
 
@@ -226,6 +235,7 @@ impl<'de> serde::Deserialize<'de> for Key {
                 Ok(match v {
                     HOPS => Key::Hops,
                     WAITING => Key::Waiting,
+                    "reqTimeout" => Key::Timeout,
                     _ => Key::Other,
                 })
             }
@@ -283,12 +293,16 @@ mod tests {
         let waiting = CallChain { hops: 2, waiting: "room-1#r0,room-1#r1".into() };
         let bytes = metadata("b-1", "room", Duration::from_secs(5), &waiting, None);
         let read = |m: &[u8]| read_metadata(&protos::Request { metadata: m.to_vec(), ..Default::default() });
-        assert_eq!(read(&bytes).unwrap(), Metadata { chain: waiting });
+        assert_eq!(read(&bytes).unwrap(), Metadata { chain: waiting, timeout: Some(Duration::from_secs(5)) });
 
         let read = |m: &[u8]| read_metadata(&protos::Request { metadata: m.to_vec(), ..Default::default() });
         let chain = CallChain { hops: 3, waiting: String::new() };
-        assert_eq!(read(&metadata("fe-1", "c", Duration::from_secs(1), &chain, None)).unwrap(), Metadata { chain });
+        assert_eq!(read(&metadata("fe-1", "c", Duration::from_secs(1), &chain, None)).unwrap(), Metadata { chain, timeout: Some(Duration::from_secs(1)) });
         assert_eq!(read(br#"{"peer.id":"x"}"#).unwrap(), Metadata::default());
+        // Go's own spelling of a minute and a half; a number or a word is no timeout at all.
+        assert_eq!(read(br#"{"reqTimeout":"1m30s"}"#).unwrap().timeout, Some(Duration::from_secs(90)));
+        assert_eq!(read(br#"{"reqTimeout":5}"#).unwrap().timeout, None);
+        assert_eq!(read(br#"{"reqTimeout":"soon"}"#).unwrap().timeout, None);
         for bad in [&b"{}"[..], b"[1]", b"", b"null", b"{\"kiwano.hops\":\"x\"}"] {
             assert_eq!(read(bad).unwrap_err().msg, "no context found", "{:?}", String::from_utf8_lossy(bad));
         }

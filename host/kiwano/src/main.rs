@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kiwano_server::config::AcceptorKind;
 use kiwano_server::{Config, Server, project};
 
 /// mimalloc: per-thread free lists instead of glibc's arenas. The request path allocates small,
@@ -46,13 +47,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build what changed and serve a project (its kiwano.toml) until SIGINT/SIGTERM.
+    /// Build what changed and serve a project (its kiwano.toml) until SIGINT/SIGTERM: every
+    /// server type in one process, or with --type one server of that type (Pitaya's model;
+    /// with `cluster.nats_url` set it joins the cluster on NATS and etcd).
     Run {
         /// The project directory, holding kiwano.toml.
         project: PathBuf,
         /// The config file, if not <project>/kiwano.toml.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Run only one server, of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        server_type: Option<String>,
+        /// The server's id (`room-1`); default: a random UUID.
+        #[arg(long, requires = "server_type")]
+        id: Option<String>,
+        /// `<kind>=<ip:port>` (kind: tcp, tls, ws, wss), repeatable: replaces the type's
+        /// configured acceptors.
+        #[arg(long, value_name = "KIND=ADDR", value_parser = parse_listen, requires = "server_type")]
+        listen: Vec<(AcceptorKind, String)>,
     },
     /// Build the components of a project whose sources changed.
     Build {
@@ -121,7 +134,12 @@ fn main() -> ExitCode {
         }),
         Command::Bench(args) => bench::run(&args),
         Command::Reliability(args) => reliability::run(&args),
-        Command::Run { project, config } => run(&project, config),
+        Command::Run { project, config, server_type, id, listen } => load(&project, config).and_then(|mut c| {
+            if let Some(t) = server_type {
+                c.single_server(&t, id, &listen)?;
+            }
+            run(&project, c)
+        }),
         Command::Build { project, config } => load(&project, config).and_then(|c| {
             let built = project::build_all(&project, &c)?;
             tracing::info!(?built, "build finished");
@@ -146,14 +164,28 @@ fn load(project: &Path, config: Option<PathBuf>) -> anyhow::Result<Config> {
     Ok(Config::load(&path, std::env::vars())?)
 }
 
-fn run(project: &Path, config: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = load(project, config)?;
+/// `--listen <kind>=<ip:port>`.
+fn parse_listen(s: &str) -> Result<(AcceptorKind, String), String> {
+    let (kind, address) = s.split_once('=').ok_or_else(|| format!("{s:?}: want <kind>=<ip:port>, e.g. ws=0.0.0.0:3251"))?;
+    address.parse::<std::net::SocketAddr>().map_err(|e| format!("{address:?}: {e}"))?;
+    Ok((kind.parse()?, address.to_owned()))
+}
+
+fn run(project: &Path, config: Config) -> anyhow::Result<()> {
     project::build_all(project, &config)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the I/O runtime")?;
     let clean = rt.block_on(async {
-        let server = Server::start(config, project).await?;
-        tracing::info!(id = server.id(), "kiwano is serving; SIGINT or SIGTERM stops it");
         let mut signals = Signals::new()?;
+        // Starting may wait for NATS and etcd: a signal meanwhile stops the wait.
+        let server = tokio::select! {
+            server = Server::start(config, project) => server?,
+            () = signals.next() => {
+                tracing::info!("stopped before serving");
+                return anyhow::Ok(true);
+            }
+        };
+        let servers: Vec<String> = server.acceptors().iter().map(|a| format!("{} {:?} {}", a.server_type, a.kind, a.address)).collect();
+        tracing::info!(id = server.id(), ?servers, "kiwano is serving; SIGINT or SIGTERM stops it");
         signals.next().await;
         // A second signal ends the process at once.
         tokio::spawn(async move {

@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use kiwano_cluster::{Cluster, MemoryBindings, MemoryDiscovery, MemoryGroups, MemoryRpc, ServerInfo, Serving};
+use kiwano_cluster::{Cluster, MemoryGroups, ServerInfo, Serving};
 
 use crate::admission::{Admission, Caps};
 use crate::bridge::Bridge;
@@ -55,7 +55,7 @@ pub enum StartError {
         /// Why.
         cause: std::io::Error,
     },
-    /// The cluster refused to serve or announce a server.
+    /// The cluster could not be reached, or refused to serve or announce a server.
     #[error("server {server}: cannot join the cluster: {cause}")]
     Cluster {
         /// The server id.
@@ -118,13 +118,11 @@ impl Server {
             cache_dir,
         })?;
         let sessions = Arc::new(SessionPool::default());
-        let groups = Arc::new(MemoryGroups::default());
-        let cluster = Arc::new(Cluster::new(
-            Arc::new(MemoryDiscovery::default()),
-            Arc::new(MemoryRpc::default()),
-            groups.clone(),
-            Arc::new(MemoryBindings::default()),
-        ));
+        // Waits for NATS and etcd (logging each attempt) when the config names them.
+        let cluster = Cluster::connect(&config.cluster.settings(config.groups.store))
+            .await
+            .map_err(|cause| StartError::Cluster { server: id.clone(), cause })?;
+        let cluster = Arc::new(cluster);
         let bridge = Bridge::new(tokio::runtime::Handle::current());
         let suffix = id.rsplit('-').next().unwrap_or_default().to_owned();
         let server_id = |name: &str, configured: &str| if configured.is_empty() { format!("{name}-{suffix}") } else { configured.to_owned() };
@@ -255,7 +253,9 @@ impl Server {
             tracing::info!(address = ?http, root = %root.display(), "serving the web client under /web/");
             accept_loops.spawn(crate::http::serve_http(listener, crate::http::router(root), net.shutdown.clone()));
         }
-        accept_loops.spawn(sweep_groups(groups, config.groups.sweep_interval, net.shutdown.clone()));
+        if let Some(groups) = cluster.memory_groups() {
+            accept_loops.spawn(sweep_groups(groups.clone(), config.groups.sweep_interval, net.shutdown.clone()));
+        }
         let faults = net.clone();
         accept_loops.spawn(async move { faults.faults.run(faults.shutdown.clone()).await });
         let mut acceptors = Vec::new();
@@ -365,8 +365,10 @@ impl Server {
             tracing::warn!(timeout = ?self.shutdown_timeout, "connections still open after the shutdown timeout");
             clean = false;
         }
-        // Requests from other servers are answered until the connections are gone.
+        // Requests from other servers are answered until the connections are gone; the last
+        // responses and publishes are sent before the pools stop.
         drop(self.serving);
+        self.shared.cluster.rpc.flush(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
         for t in self.shared.types.values() {
             for pool in std::iter::once(&t.pool).chain(t.remotes.as_ref()) {
                 if tokio::time::timeout_at(deadline, pool.shutdown()).await.is_err() {

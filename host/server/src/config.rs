@@ -171,11 +171,105 @@ pub struct ClusterConfig {
     /// the type (`pitaya.session.unique`, Pitaya's `UniqueSession` module). Within one
     /// process a uid is always held by one session.
     pub unique_session: bool,
+    /// The NATS server of the cluster's RPC (`pitaya.cluster.rpc.client.nats.connect`), as
+    /// `nats://host:port`; empty: the embedded cluster of one process.
+    pub nats_url: String,
+    /// Deadline of one connection attempt to NATS
+    /// (`pitaya.cluster.rpc.client.nats.connectiontimeout`).
+    #[serde(with = "humantime_serde")]
+    pub nats_connect_timeout: Duration,
+    /// RPCs a server handles at once; more wait in its subscription
+    /// (`pitaya.cluster.rpc.server.nats.services`).
+    pub max_in_flight: usize,
+    /// Messages buffered per NATS subscription before NATS drops them as a slow consumer's
+    /// (`pitaya.buffer.cluster.rpc.server.nats.messages`).
+    pub nats_buffer: usize,
+    /// The etcd members of discovery, as `host:port` (`pitaya.cluster.sd.etcd.endpoints`);
+    /// required with `nats_url`.
+    pub etcd_endpoints: Vec<String>,
+    /// The prefix of every etcd key (`pitaya.cluster.sd.etcd.prefix`).
+    pub etcd_prefix: String,
+    /// etcd user, when etcd has authentication on (`pitaya.cluster.sd.etcd.user`).
+    pub etcd_user: String,
+    /// etcd password (`pitaya.cluster.sd.etcd.pass`).
+    pub etcd_password: String,
+    /// Deadline of a connection attempt to etcd and of every etcd operation
+    /// (`pitaya.cluster.sd.etcd.dialtimeout`).
+    #[serde(with = "humantime_serde")]
+    pub etcd_timeout: Duration,
+    /// TTL of the lease of this process's server keys, kept alive at a third of it
+    /// (`pitaya.cluster.sd.etcd.heartbeat.ttl`).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often every server is read again besides the watch
+    /// (`pitaya.cluster.sd.etcd.syncservers.interval`).
+    #[serde(with = "humantime_serde")]
+    pub resync_interval: Duration,
+    /// Deadline of leaving etcd at shutdown (`pitaya.cluster.sd.etcd.revoke.timeout`).
+    #[serde(with = "humantime_serde")]
+    pub revoke_timeout: Duration,
+    /// Server types discovery ignores (`pitaya.cluster.sd.etcd.servertypesblacklist`).
+    pub blacklist: Vec<String>,
+    /// Where bindings (which frontend holds a uid) are kept: `memory` or `etcd`
+    /// (Pitaya's `ETCDBindingStorage` module).
+    pub bindings: kiwano_cluster::Store,
+    /// TTL of the lease of the binding keys (`pitaya.modules.bindingstorage.etcd.leasettl`).
+    #[serde(with = "humantime_serde")]
+    pub binding_lease_ttl: Duration,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(5), unique_session: true }
+        Self {
+            request_timeout: Duration::from_secs(5),
+            unique_session: true,
+            nats_url: String::new(),
+            nats_connect_timeout: Duration::from_secs(2),
+            max_in_flight: 256,
+            nats_buffer: 1024,
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: "pitaya/".into(),
+            etcd_user: String::new(),
+            etcd_password: String::new(),
+            etcd_timeout: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(60),
+            resync_interval: Duration::from_secs(120),
+            revoke_timeout: Duration::from_secs(5),
+            blacklist: Vec::new(),
+            bindings: kiwano_cluster::Store::Memory,
+            binding_lease_ttl: Duration::from_secs(5 * 3600),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this process joins a cluster on NATS and etcd (else: the embedded cluster).
+    pub fn distributed(&self) -> bool {
+        !self.nats_url.is_empty()
+    }
+
+    /// The settings of the cluster crate.
+    pub fn settings(&self, groups: kiwano_cluster::Store) -> kiwano_cluster::Settings {
+        use kiwano_cluster::{etcd::EtcdSettings, nats::NatsSettings};
+        let nats = self.distributed().then(|| NatsSettings {
+            url: self.nats_url.clone(),
+            connect_timeout: self.nats_connect_timeout,
+            request_timeout: self.request_timeout,
+            max_in_flight: self.max_in_flight,
+            subscription_capacity: self.nats_buffer,
+        });
+        let etcd = (!self.etcd_endpoints.is_empty()).then(|| EtcdSettings {
+            endpoints: self.etcd_endpoints.clone(),
+            prefix: self.etcd_prefix.clone(),
+            credentials: (!self.etcd_user.is_empty()).then(|| (self.etcd_user.clone(), self.etcd_password.clone())),
+            timeout: self.etcd_timeout,
+            lease_ttl: self.lease_ttl,
+            resync_interval: self.resync_interval,
+            revoke_timeout: self.revoke_timeout,
+            blacklist: self.blacklist.clone(),
+            binding_lease_ttl: self.binding_lease_ttl,
+        });
+        kiwano_cluster::Settings { nats, etcd, groups, bindings: self.bindings }
     }
 }
 
@@ -183,6 +277,9 @@ impl Default for ClusterConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupsConfig {
+    /// Where groups are kept: `memory` (this process's own, Pitaya's default) or `etcd`
+    /// (shared by the cluster, under `cluster.etcd_prefix`).
+    pub store: kiwano_cluster::Store,
     /// How often groups whose TTL passed are deleted (`pitaya.groups.memory.tickduration`).
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
@@ -190,7 +287,7 @@ pub struct GroupsConfig {
 
 impl Default for GroupsConfig {
     fn default() -> Self {
-        Self { sweep_interval: Duration::from_secs(30) }
+        Self { store: kiwano_cluster::Store::Memory, sweep_interval: Duration::from_secs(30) }
     }
 }
 
@@ -299,6 +396,20 @@ pub enum AcceptorKind {
     Wss,
 }
 
+impl std::str::FromStr for AcceptorKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(Self::Tcp),
+            "tls" => Ok(Self::Tls),
+            "ws" => Ok(Self::Ws),
+            "wss" => Ok(Self::Wss),
+            other => Err(format!("unknown acceptor kind {other:?}: want tcp, tls, ws or wss")),
+        }
+    }
+}
+
 /// `[[servers.<type>.acceptors]]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -331,6 +442,47 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, &path.display().to_string(), env)
+    }
+
+    /// Keeps only server type `server_type`: one server per process, as Pitaya runs them. Its
+    /// id becomes `id`, or a random UUID (Pitaya's default); `listen`, when not empty, replaces
+    /// its acceptors (a TLS or WSS one takes its certificate and key from the type's first
+    /// configured acceptor of that kind).
+    ///
+    /// # Errors
+    /// An unknown type; `listen` on a backend; a TLS or WSS address without a configured
+    /// certificate; the result not validating.
+    pub fn single_server(&mut self, server_type: &str, id: Option<String>, listen: &[(AcceptorKind, String)]) -> Result<(), ConfigError> {
+        let key = format!("servers.{server_type}");
+        let Some(mut st) = self.servers.remove(server_type) else {
+            let known: Vec<&String> = self.servers.keys().collect();
+            return Err(ConfigError::Key { key, msg: format!("no such server type; the project has {known:?}") });
+        };
+        st.id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if !listen.is_empty() {
+            if !st.frontend {
+                return Err(ConfigError::Key { key: format!("{key}.acceptors"), msg: "--listen on a backend server type".into() });
+            }
+            let mut acceptors = Vec::with_capacity(listen.len());
+            for (kind, address) in listen {
+                let mut a = AcceptorConfig { kind: *kind, address: address.clone(), ..AcceptorConfig::default() };
+                if matches!(kind, AcceptorKind::Tls | AcceptorKind::Wss) {
+                    let Some(configured) = st.acceptors.iter().find(|c| c.kind == *kind) else {
+                        return Err(ConfigError::Key {
+                            key: format!("{key}.acceptors"),
+                            msg: format!("--listen {kind:?}: no configured {kind:?} acceptor to take the certificate and key from"),
+                        });
+                    };
+                    a.cert.clone_from(&configured.cert);
+                    a.key.clone_from(&configured.key);
+                }
+                acceptors.push(a);
+            }
+            st.acceptors = acceptors;
+        }
+        self.servers.clear();
+        self.servers.insert(server_type.to_owned(), st);
+        self.validate()
     }
 
     /// Parses TOML text (named `origin` in errors), applies overrides from `env`, and validates.
@@ -384,8 +536,51 @@ impl Config {
         if kiwano_protocol::RouteDictionary::new(self.protocol.dictionary.iter().map(|(k, v)| (k, *v))).is_err() {
             return bad("protocol.dictionary".into(), "two routes share a code, or a route is empty");
         }
+        let c = &self.cluster;
+        if c.distributed() != !c.etcd_endpoints.is_empty() {
+            return if c.distributed() {
+                bad("cluster.etcd_endpoints".into(), "required with `cluster.nats_url`: discovery runs on etcd")
+            } else {
+                bad("cluster.nats_url".into(), "required with `cluster.etcd_endpoints`: RPC runs on NATS")
+            };
+        }
+        if c.distributed() && !c.nats_url.contains("://") {
+            return bad("cluster.nats_url".into(), &format!("{:?} is not a URL like nats://127.0.0.1:4222", c.nats_url));
+        }
+        if c.etcd_endpoints.iter().any(|e| e.trim().is_empty()) {
+            return bad("cluster.etcd_endpoints".into(), "an endpoint is empty");
+        }
+        for (key, store) in [("groups.store", self.groups.store), ("cluster.bindings", c.bindings)] {
+            if store == kiwano_cluster::Store::Etcd && c.etcd_endpoints.is_empty() {
+                return bad(key.into(), "`etcd` needs `cluster.etcd_endpoints`");
+            }
+        }
+        if c.lease_ttl < Duration::from_secs(2) || c.binding_lease_ttl < Duration::from_secs(2) {
+            let key = if c.lease_ttl < Duration::from_secs(2) { "cluster.lease_ttl" } else { "cluster.binding_lease_ttl" };
+            return bad(key.into(), "must be at least 2s (etcd leases count whole seconds)");
+        }
+        for (key, d) in [
+            ("cluster.request_timeout", c.request_timeout),
+            ("cluster.nats_connect_timeout", c.nats_connect_timeout),
+            ("cluster.etcd_timeout", c.etcd_timeout),
+            ("cluster.resync_interval", c.resync_interval),
+            ("cluster.revoke_timeout", c.revoke_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(key.into(), "must be more than 0");
+            }
+        }
+        if c.max_in_flight == 0 || c.nats_buffer == 0 {
+            return bad(if c.max_in_flight == 0 { "cluster.max_in_flight" } else { "cluster.nats_buffer" }.into(), "must be at least 1");
+        }
+        if self.app.id.contains('/') {
+            return bad("app.id".into(), "a server id cannot hold '/' (it is part of etcd keys and NATS subjects)");
+        }
         for (name, s) in &self.servers {
             let key = |k: &str| format!("servers.{name}.{k}");
+            if s.id.contains('/') {
+                return bad(key("id"), "a server id cannot hold '/' (it is part of etcd keys and NATS subjects)");
+            }
             if name.is_empty() || name.contains(['.', '/']) {
                 return bad(format!("servers.{name}"), "a server type name must be non-empty, without '.' or '/'");
             }

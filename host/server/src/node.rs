@@ -26,14 +26,26 @@ pub struct Node {
 }
 
 impl RpcHandler for Node {
-    fn request(&self, request: Bytes, timeout: Duration) -> BoxFuture<'static, Bytes> {
+    fn request(&self, request: Bytes, timeout: Duration) -> BoxFuture<'static, Option<Bytes>> {
         let shared = self.shared.upgrade();
         let server = self.server.clone();
         Box::pin(async move {
-            match shared {
-                Some(shared) => handle(&shared, &server, &request, timeout).await.unwrap_or_else(|e| messages::err(&e)),
+            // Pitaya drops what it cannot read (#503): no answer, the caller times out.
+            let mut req = match protos::Request::decode(&request[..]) {
+                Ok(r) if r.msg.is_some() => r,
+                Ok(_) => {
+                    tracing::warn!(server = %server.id, bytes = request.len(), "rpc request without a message: dropped");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server.id, bytes = request.len(), "undecodable rpc request dropped: {e}");
+                    return None;
+                }
+            };
+            Some(match shared {
+                Some(shared) => handle(&shared, &server, &mut req, timeout).await.unwrap_or_else(|e| messages::err(&e)),
                 None => messages::err(&PitayaError::new(codes::INTERNAL, "server is shutting down")),
-            }
+            })
         })
     }
 
@@ -98,16 +110,16 @@ fn hash(v: impl Hash) -> u64 {
     h.finish()
 }
 
-/// `timeout`: how long the caller waits.
-async fn handle(shared: &Arc<Shared>, server: &Arc<ServerType>, bytes: &[u8], timeout: Duration) -> Result<Bytes, PitayaError> {
-    let mut req = protos::Request::decode(bytes).map_err(|e| PitayaError::new(codes::BAD_REQUEST, format!("undecodable rpc request: {e}")))?;
-    let meta = messages::read_metadata(&req)?;
+/// `timeout`: how long the caller waits, unless the request's metadata says.
+async fn handle(shared: &Arc<Shared>, server: &Arc<ServerType>, req: &mut protos::Request, timeout: Duration) -> Result<Bytes, PitayaError> {
+    let meta = messages::read_metadata(req)?;
+    let timeout = meta.timeout.unwrap_or(timeout);
     let msg = req.msg.take().ok_or_else(|| PitayaError::new(codes::BAD_REQUEST, "rpc request without a message"))?;
     if meta.chain.hops >= messages::MAX_HOPS {
         return Err(PitayaError::new(codes::INTERNAL, format!("rpc hop limit ({}) reached at {}", messages::MAX_HOPS, msg.route)));
     }
     if req.r#type == protos::RpcType::Sys as i32 {
-        forwarded(shared, server, req, msg, timeout).await
+        forwarded(shared, server, std::mem::take(req), msg, timeout).await
     } else {
         user(shared, server, msg, &meta.chain, timeout).await
     }

@@ -1,0 +1,238 @@
+//! The cluster crate's contract, written once and kept by every implementation: the embedded
+//! cluster of one process (memory), and NATS + etcd (real nats-server and etcd started on
+//! free ports). Two `Cluster` values stand for two processes; in memory they are one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kiwano_cluster::etcd::EtcdSettings;
+use kiwano_cluster::nats::NatsSettings;
+use kiwano_cluster::{BoxFuture, Cluster, ClusterError, RpcHandler, ServerInfo, Settings, Store, messages};
+use kiwano_protocol::{CallChain, protos};
+use kiwano_tests::services::{Etcd, Nats};
+use kiwano_tests::{eventually, eventually_async};
+use parking_lot::Mutex;
+use prost::Message as _;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A server that records what reaches it. Requests are answered `<server id>:<route>`, except
+/// `*.slow` (after 2 s) and `*.drop` (never: dropped as unreadable).
+#[derive(Default)]
+struct Recorder {
+    id: String,
+    requests: Mutex<Vec<Bytes>>,
+    pushes: Mutex<Vec<protos::Push>>,
+    kicks: Mutex<Vec<protos::KickMsg>>,
+    binds: Mutex<Vec<protos::BindMsg>>,
+}
+
+impl RpcHandler for Recorder {
+    fn request(&self, request: Bytes, _timeout: Duration) -> BoxFuture<'static, Option<Bytes>> {
+        self.requests.lock().push(request.clone());
+        let id = self.id.clone();
+        Box::pin(async move {
+            let route = protos::Request::decode(&request[..]).ok()?.msg?.route;
+            if route.ends_with(".drop") {
+                return None;
+            }
+            if route.ends_with(".slow") {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Some(messages::ok(format!("{id}:{route}").into_bytes()))
+        })
+    }
+    fn push(&self, push: protos::Push) {
+        self.pushes.lock().push(push);
+    }
+    fn kick(&self, kick: protos::KickMsg) {
+        self.kicks.lock().push(kick);
+    }
+    fn bound(&self, bind: protos::BindMsg) {
+        self.binds.lock().push(bind);
+    }
+}
+
+fn server(id: &str, server_type: &str, frontend: bool) -> ServerInfo {
+    let metadata = [("region".to_owned(), "test".to_owned())].into();
+    ServerInfo { id: id.into(), server_type: server_type.into(), metadata, frontend, hostname: "host-1".into() }
+}
+
+fn request(route: &str) -> Bytes {
+    messages::encode_request(&protos::Request {
+        r#type: protos::RpcType::User as i32,
+        session: None,
+        msg: Some(protos::Msg { route: route.into(), data: b"{}".to_vec(), ..Default::default() }),
+        frontend_id: String::new(),
+        metadata: messages::metadata("connector-a", "connector", Duration::from_secs(1), &CallChain::default(), None),
+    })
+}
+
+fn recorder(id: &str) -> Arc<Recorder> {
+    Arc::new(Recorder { id: id.into(), ..Default::default() })
+}
+
+fn pitaya_message(e: ClusterError) -> String {
+    match e {
+        ClusterError::Pitaya(p) => format!("{} {}", p.code, p.msg),
+        other => panic!("not a Pitaya error: {other}"),
+    }
+}
+
+/// The contract: `a` and `b` are two processes of one cluster.
+async fn contract(a: &Cluster, b: &Cluster) {
+    // Discovery: each process announces its servers; both see all of them, exactly.
+    let (fe_a, fe_b, be_b) = (server("connector-a", "connector", true), server("connector-b", "connector", true), server("room-b", "room", false));
+    let (rec_fe_a, rec_fe_b, rec_be_b) = (recorder("connector-a"), recorder("connector-b"), recorder("room-b"));
+    let _serving_fe_a = a.rpc.serve(&fe_a, rec_fe_a.clone()).await.unwrap();
+    let _serving_fe_b = b.rpc.serve(&fe_b, rec_fe_b.clone()).await.unwrap();
+    let serving_be_b = b.rpc.serve(&be_b, rec_be_b.clone()).await.unwrap();
+    a.discovery.register(&fe_a).await.unwrap();
+    b.discovery.register(&fe_b).await.unwrap();
+    b.discovery.register(&be_b).await.unwrap();
+    for c in [a, b] {
+        eventually("every server discovered", WAIT, || c.discovery.snapshot().by_id.len() == 3).await;
+        let snapshot = c.discovery.snapshot();
+        assert_eq!(snapshot.get("connector-a"), Some(&fe_a));
+        assert_eq!(snapshot.get("room-b"), Some(&be_b));
+        assert_eq!(c.servers_of("connector"), vec![fe_a.clone(), fe_b.clone()]);
+        assert_eq!(c.servers_of("room"), vec![be_b.clone()]);
+        assert!(c.servers_of("chat").is_empty());
+    }
+
+    // RPC: the request reaches the server as sent; its response comes back as sent.
+    let sent = request("room.room.join");
+    let answer = a.rpc.call(&be_b, sent.clone(), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(messages::read_response(&answer).unwrap(), b"room-b:room.room.join");
+    assert_eq!(rec_be_b.requests.lock().as_slice(), &[sent]);
+    // A request dropped unanswered, and one answered too late, are timeouts.
+    assert_eq!(a.rpc.call(&be_b, request("room.room.drop"), Duration::from_millis(300)).await, Err(ClusterError::Timeout));
+    assert_eq!(a.rpc.call(&be_b, request("room.room.slow"), Duration::from_millis(300)).await, Err(ClusterError::Timeout));
+    // Nobody serving: never delivered, known at once.
+    let ghost = server("room-ghost", "room", false);
+    let started = tokio::time::Instant::now();
+    assert_eq!(a.rpc.call(&ghost, request("room.room.join"), Duration::from_secs(5)).await, Err(ClusterError::NoResponders("room-ghost".into())));
+    assert!(started.elapsed() < Duration::from_secs(2), "no responders took {:?}", started.elapsed());
+
+    // Pushes and kicks reach the frontend where the uid is bound, only there.
+    let alice = b.rpc.bind_user(&fe_b, "alice").await.unwrap();
+    let _bob = a.rpc.bind_user(&fe_a, "bob").await.unwrap();
+    let push = protos::Push { route: "onMessage".into(), uid: "alice".into(), data: br#"{"m":1}"#.to_vec() };
+    a.rpc.push("connector", push.clone()).await.unwrap();
+    a.rpc.kick("connector", protos::KickMsg { user_id: "alice".into() }).await.unwrap();
+    eventually("alice's push and kick at connector-b", WAIT, || rec_fe_b.pushes.lock().len() == 1 && rec_fe_b.kicks.lock().len() == 1).await;
+    assert_eq!(rec_fe_b.pushes.lock()[0], push);
+    assert_eq!(rec_fe_b.kicks.lock()[0].user_id, "alice");
+    // Unbound: alice's pushes go nowhere. Bob's, published after, arrive; alice's would have
+    // come first.
+    drop(alice);
+    eventually_async("alice unsubscribed", WAIT, || async {
+        a.rpc.push("connector", protos::Push { uid: "alice".into(), ..push.clone() }).await.unwrap();
+        let marker = protos::Push { route: "marker".into(), uid: "bob".into(), data: Vec::new() };
+        let before = rec_fe_a.pushes.lock().len();
+        a.rpc.push("connector", marker).await.unwrap();
+        eventually("bob's marker", WAIT, || rec_fe_a.pushes.lock().len() > before).await;
+        rec_fe_b.pushes.lock().len() == 1
+    })
+    .await;
+    let pushes_b = rec_fe_b.pushes.lock().len();
+    b.rpc.push("connector", protos::Push { route: "last".into(), uid: "bob".into(), data: Vec::new() }).await.unwrap();
+    eventually("bob's last push", WAIT, || rec_fe_a.pushes.lock().last().is_some_and(|p| p.route == "last")).await;
+    assert_eq!(rec_fe_b.pushes.lock().len(), pushes_b, "nothing for alice after she left");
+    assert!(rec_fe_a.kicks.lock().is_empty() && rec_be_b.pushes.lock().is_empty());
+
+    // A bind broadcast reaches every frontend of the type, not the backends.
+    let bind = protos::BindMsg { uid: "carol".into(), fid: "connector-a".into() };
+    a.rpc.broadcast_bind("connector", bind.clone()).await.unwrap();
+    eventually("the bind at both connectors", WAIT, || rec_fe_a.binds.lock().len() == 1 && rec_fe_b.binds.lock().len() == 1).await;
+    assert_eq!(rec_fe_b.binds.lock()[0], bind);
+    assert!(rec_be_b.binds.lock().is_empty());
+
+    // Groups: shared, with Pitaya's messages.
+    let (g, h) = (&a.groups, &b.groups);
+    assert_eq!(pitaya_message(g.members("room").await.unwrap_err()), "PIT-404 group not found");
+    g.create("room", None).await.unwrap();
+    assert_eq!(pitaya_message(h.create("room", None).await.unwrap_err()), "PIT-400 group already exists");
+    h.add("room", "alice").await.unwrap();
+    g.add("room", "bob").await.unwrap();
+    assert_eq!(pitaya_message(g.add("room", "alice").await.unwrap_err()), "PIT-400 member already exists in group");
+    assert_eq!(pitaya_message(g.add("room", "").await.unwrap_err()), "PIT-400 empty uid");
+    assert_eq!(pitaya_message(g.add("hall", "x").await.unwrap_err()), "PIT-404 group not found");
+    assert_eq!(h.members("room").await.unwrap(), vec!["alice", "bob"]);
+    assert!(h.contains("room", "bob").await.unwrap());
+    assert!(!h.contains("room", "carol").await.unwrap());
+    assert_eq!(g.count("room").await.unwrap(), 2);
+    h.remove("room", "alice").await.unwrap();
+    assert_eq!(pitaya_message(g.remove("room", "alice").await.unwrap_err()), "PIT-404 member not found in the group");
+    assert_eq!(g.members("room").await.unwrap(), vec!["bob"]);
+    g.remove_all("room").await.unwrap();
+    assert_eq!(h.count("room").await.unwrap(), 0);
+    assert_eq!(pitaya_message(h.count("hall").await.unwrap_err()), "PIT-404 group not found");
+    g.delete("room").await.unwrap();
+    assert_eq!(pitaya_message(h.delete("room").await.unwrap_err()), "PIT-404 group not found");
+    g.create("timed", Some(Duration::from_secs(60))).await.unwrap();
+    h.renew("timed").await.unwrap();
+    g.delete("timed").await.unwrap();
+
+    // Bindings: shared; removed only by the frontend that holds them.
+    a.bindings.put("connector", "alice", "connector-a").await.unwrap();
+    assert_eq!(b.bindings.get("connector", "alice").await.unwrap().as_deref(), Some("connector-a"));
+    b.bindings.remove("connector", "alice", "connector-b").await.unwrap();
+    assert_eq!(b.bindings.get("connector", "alice").await.unwrap().as_deref(), Some("connector-a"));
+    a.bindings.remove("connector", "alice", "connector-a").await.unwrap();
+    assert_eq!(b.bindings.get("connector", "alice").await.unwrap(), None);
+
+    // A server that stops serving is "no responders" at once; one that leaves discovery is
+    // gone from everyone's view.
+    drop(serving_be_b);
+    eventually_async("room-b no longer serving", WAIT, || async {
+        a.rpc.call(&be_b, request("room.room.join"), Duration::from_secs(5)).await == Err(ClusterError::NoResponders("room-b".into()))
+    })
+    .await;
+    b.discovery.deregister("room-b").await.unwrap();
+    for c in [a, b] {
+        eventually("room-b gone", WAIT, || c.discovery.snapshot().get("room-b").is_none()).await;
+        assert!(c.servers_of("room").is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_cluster_keeps_the_contract() {
+    let c = Cluster::memory();
+    contract(&c, &c).await;
+}
+
+/// Settings for a cluster on these services, everything shared on etcd.
+pub fn settings(nats: &Nats, etcd: &Etcd) -> Settings {
+    Settings {
+        nats: Some(NatsSettings {
+            url: nats.url(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            max_in_flight: 64,
+            subscription_capacity: 1024,
+        }),
+        etcd: Some(EtcdSettings {
+            endpoints: vec![etcd.endpoint()],
+            prefix: "pitaya/".into(),
+            credentials: None,
+            timeout: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(60),
+            resync_interval: Duration::from_secs(120),
+            revoke_timeout: Duration::from_secs(5),
+            blacklist: Vec::new(),
+            binding_lease_ttl: Duration::from_secs(3600),
+        }),
+        groups: Store::Etcd,
+        bindings: Store::Etcd,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_and_etcd_keep_the_contract() {
+    let (nats, etcd) = (Nats::start().await, Etcd::start().await);
+    let s = settings(&nats, &etcd);
+    let (a, b) = (Cluster::connect(&s).await.unwrap(), Cluster::connect(&s).await.unwrap());
+    contract(&a, &b).await;
+}
