@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+pub mod cluster_net;
 pub mod polyglot;
 pub mod process;
 pub mod services;
@@ -308,6 +309,15 @@ pub async fn eventually_async<F: std::future::Future<Output = bool>>(what: &str,
     }
 }
 
+/// The Pitaya error `code`, `msg` and `metadata` pairs, to compare with what a client got.
+pub fn pe(code: &str, msg: &str, meta: &[(&str, &str)]) -> PitayaError {
+    let mut e = PitayaError::new(code, msg);
+    for (k, v) in meta {
+        e.metadata.insert((*k).into(), (*v).into());
+    }
+    e
+}
+
 /// An error response's decoded error object (JSON serializer).
 pub fn error_of(m: &Message) -> PitayaError {
     assert!(m.error, "expected an error response, got {:?}", String::from_utf8_lossy(&m.data));
@@ -335,8 +345,18 @@ pub async fn start_example(name: &str) -> Server {
 /// Like [`start_example`], with config overrides given as `KIWANO_*` variables would be
 /// (`("KIWANO_PROTOCOL_HEARTBEAT_INTERVAL", "1s")`), without touching the environment.
 pub async fn start_example_with(name: &str, overrides: &[(&str, &str)]) -> Server {
+    start_project_with(&root().join("examples").join(name), overrides).await
+}
+
+/// Builds and starts a test project of `tests/projects/<name>` as [`start_example`] does.
+pub async fn start_test_project(name: &str) -> Server {
+    start_project_with(&root().join("tests").join("projects").join(name), &[]).await
+}
+
+/// Builds and starts the project in `project` (its guests built if needed), every acceptor on
+/// a free loopback port, with config overrides given as `KIWANO_*` variables would be.
+pub async fn start_project_with(project: &Path, overrides: &[(&str, &str)]) -> Server {
     init_logs();
-    let project = root().join("examples").join(name);
     let text = std::fs::read_to_string(project.join("kiwano.toml")).expect("example config");
     let env = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
     let mut config = Config::parse(&text, "kiwano.toml", env).expect("example config parses");
@@ -348,6 +368,6 @@ pub async fn start_example_with(name: &str, overrides: &[(&str, &str)]) -> Serve
     if !config.app.http.is_empty() {
         config.app.http = "127.0.0.1:0".into();
     }
-    kiwano_server::project::build_all(&project, &config).expect("example builds");
-    Server::start(config, &project).await.expect("example starts")
+    kiwano_server::project::build_all(project, &config).expect("project builds");
+    Server::start(config, project).await.expect("project starts")
 }

@@ -2,7 +2,7 @@
 //! holds (its resident memory) or how it stops on signals.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -26,13 +26,14 @@ pub fn kiwano_bin() -> PathBuf {
         .clone()
 }
 
-/// A `kiwano run` process serving the testbed guest as server type `testbed`, with a TCP and a
-/// WebSocket acceptor on free loopback ports. Killed when dropped.
+/// A `kiwano run` process: the testbed guest as server type `testbed` with a TCP and a WebSocket
+/// acceptor on free loopback ports ([`KiwanoProcess::start`]), or one server of a project's type
+/// in a cluster ([`KiwanoProcess::start_server`]). Killed when dropped.
 pub struct KiwanoProcess {
     child: Child,
     /// The project directory (config and log).
     pub dir: PathBuf,
-    /// Listening addresses by acceptor kind (`Tcp`, `Ws`).
+    /// Listening addresses by acceptor kind (`Tcp`, `Ws`, `Tls`, `Wss`).
     pub addresses: HashMap<String, String>,
 }
 
@@ -62,6 +63,27 @@ address = "127.0.0.1:0"
             component = component.display(),
         );
         std::fs::write(dir.join("kiwano.toml"), config).expect("config");
+        Self::spawn(dir.clone(), &["run".to_owned(), dir.display().to_string()], &[]).await
+    }
+
+    /// Starts `kiwano run <project> --type <server_type> --id <id>` with a `--listen` for each
+    /// of `listen` (`tcp=127.0.0.1:0`…) and the config overrides `env` (`KIWANO_*`), logging to
+    /// a file of its own; waits until it serves (registered in the cluster, listening).
+    pub async fn start_server(project: &Path, server_type: &str, id: &str, listen: &[&str], env: &[(&str, &str)]) -> Self {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kiwano-node-{id}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let mut args = vec!["run".to_owned(), project.display().to_string(), "--type".into(), server_type.into(), "--id".into(), id.into()];
+        for l in listen {
+            args.extend(["--listen".to_owned(), (*l).to_owned()]);
+        }
+        Self::spawn(dir, &args, env).await
+    }
+
+    /// Runs the `kiwano` binary with `args`, logging to `dir/kiwano.log`, and waits until it
+    /// logs that it serves.
+    async fn spawn(dir: PathBuf, args: &[String], env: &[(&str, &str)]) -> Self {
         let log = std::fs::File::create(dir.join("kiwano.log")).expect("log file");
         let mut cmd = Command::new(kiwano_bin());
         // The test's own KIWANO_* variables (KIWANO_TEST_LOG…) would be refused as config keys.
@@ -69,23 +91,23 @@ address = "127.0.0.1:0"
             cmd.env_remove(k);
         }
         let child = cmd
-            .arg("run")
-            .arg(&dir)
+            .args(args)
             .env("KIWANO_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("kiwano starts");
         let mut p = Self { child, dir, addresses: HashMap::new() };
         let start = tokio::time::Instant::now();
-        while p.addresses.len() < 2 {
+        while !p.logs().contains("kiwano is serving") {
             if let Ok(Some(status)) = p.child.try_wait() {
                 panic!("kiwano exited with {status}:\n{}", p.logs());
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "kiwano not listening:\n{}", p.logs());
+            assert!(start.elapsed() < Duration::from_secs(120), "kiwano not serving:\n{}", p.logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
-            p.addresses = listening(&p.logs());
         }
+        p.addresses = listening(&p.logs());
         p
     }
 

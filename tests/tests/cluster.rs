@@ -1,4 +1,4 @@
-//! examples/cluster through the embedded cluster: a `connector` frontend forwards `room.room.*`
+//! tests/projects/cluster through the embedded cluster: a `connector` frontend forwards `room.room.*`
 //! to the `room` backend as Sys RPCs carrying encoded `protos.Request`s; the backend binds,
 //! sets session data, kicks and pushes through the frontend; user RPCs go both ways.
 
@@ -22,17 +22,9 @@ async fn client(server: &Server) -> Client {
     c
 }
 
-fn pe(code: &str, msg: &str, meta: &[(&str, &str)]) -> PitayaError {
-    let mut e = PitayaError::new(code, msg);
-    for (k, v) in meta {
-        e.metadata.insert((*k).into(), (*v).into());
-    }
-    e
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_join_binds_pushes_and_broadcasts() {
-    let server = start_example("cluster").await;
+    let server = start_test_project("cluster").await;
     let mut alice = client(&server).await;
     let id = alice.send_request("room.room.join", br#"{"name":"alice"}"#).await.unwrap();
     let members = alice.next_message().await.unwrap();
@@ -81,7 +73,7 @@ async fn next_on(c: &mut Client, route: &str) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_player_who_reconnects_and_rejoins_stays_in_the_room() {
-    let server = start_example("cluster").await;
+    let server = start_test_project("cluster").await;
     let mut watcher = client(&server).await;
     ok_json(&mut watcher, "room.room.join", json!({"name": "watcher"})).await;
     let mut player = client(&server).await;
@@ -114,7 +106,7 @@ async fn a_player_who_reconnects_and_rejoins_stays_in_the_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_session_changes_reach_the_frontend() {
-    let server = start_example("cluster").await;
+    let server = start_test_project("cluster").await;
     let mut c = client(&server).await;
     ok_json(&mut c, "room.room.join", json!({"name": "dora"})).await;
     let _members = c.next_message().await.unwrap();
@@ -134,7 +126,7 @@ async fn backend_session_changes_reach_the_frontend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_rpc_both_ways_with_errors_and_timeouts() {
-    let server = start_example("cluster").await;
+    let server = start_test_project("cluster").await;
     let mut c = client(&server).await;
     // Frontend → backend.
     let r = ok_json(&mut c, "connector.ask", json!({"route": "room.room.echo", "body": {"x": 1}})).await;
@@ -193,7 +185,7 @@ async fn spy(server: &Server, server_type: &str, id: &str) -> (Arc<Spy>, Serving
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_is_an_encoded_protos_request() {
-    let server = start_example("cluster").await;
+    let server = start_test_project("cluster").await;
     let (spy, _serving) = spy(&server, "spy", "spy-1").await;
     let mut c = client(&server).await;
     ok_json(&mut c, "connector.enter", json!({"room": "red"})).await;
@@ -233,7 +225,7 @@ async fn a_forward_is_an_encoded_protos_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_affinity_and_pinning() {
-    let server = start_example("cluster").await;
+    let server = start_test_project("cluster").await;
     // Two sessions per room land on one instance of the room type.
     for room in ["blue", "green", "amber", "violet"] {
         let mut instances = Vec::new();

@@ -1,99 +1,81 @@
-//! examples/cluster, the `connector` frontend type: it holds the client connections. Client
-//! routes for the `room` type (`room.room.join`, …) are forwarded to the room server; the
-//! connector's own routes show the frontend side: `connector.enter` puts the room in the
-//! session data (the room type's affinity key), `connector.data` shows the session data (set
-//! here or by the room server), `connector.ask` calls a room remote, `connector.pin` pins the
-//! session to a server of a type. When a session closes, the connector tells the room
-//! (`room.room.leave`), since only frontends see closes, unless the player is already back on a
-//! newer session (a reconnect): that one has joined again.
+//! examples/cluster, the `connector` frontend type: Pitaya's cluster demo
+//! (`examples/demo/cluster/services/connector.go` in Pitaya), route for route and byte for byte,
+//! so a Go Pitaya connector can stand in for it, or it for one.
+//!
+//! - `connector.getsessiondata` (request) → `{"Data":{…}}`, the session data;
+//! - `connector.setsessiondata` (request, `{"Data":{…}}`) replaces the session data →
+//!   `{"code":200,"msg":"success"}`;
+//! - `connector.notifysessiondata` (notify, `{"Data":{…}}`) replaces it without an answer;
+//! - remote `connector.connectorremote.remotefunc`: protobuf `RPCMsg{Msg}` → `RPCRes{Msg}`, the
+//!   same text (Pitaya's remotes carry protobuf; `cluster.proto` of the demo).
+//!
+//! Client messages for `room.*` are forwarded to a `room` server by the host.
 //!
 //! Build: `cargo build -p cluster-connector --target wasm32-wasip2 --profile guest`.
 
-use std::time::Duration;
+use kiwano_guest::{Context, Error, Server, log};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
-use kiwano_guest::{Context, Error, Server, rpc};
-use serde::Deserialize;
-use serde_json::{Value, json};
-
-#[derive(Deserialize)]
-struct Enter {
-    room: String,
+/// The demo's `SessionData`: a Go struct without JSON tags, so its field is `Data`.
+#[derive(Serialize, Deserialize)]
+struct SessionData {
+    #[serde(rename = "Data")]
+    data: Map<String, Value>,
 }
 
-#[derive(Deserialize)]
-struct Pin {
-    server_type: String,
-    server_id: String,
+/// `cluster_protos.RPCMsg` and `RPCRes` of the demo's `cluster.proto`: one string, field 1.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcMsg {
+    #[prost(string, tag = "1")]
+    pub msg: String,
 }
 
-#[derive(Deserialize)]
-struct Ask {
-    route: String,
-    body: Value,
-    timeout_ms: Option<u64>,
+fn set_data(ctx: &Context, data: &SessionData) -> Result<(), Error> {
+    ctx.set_data(&data.data).map_err(|e| Error::new("CN-000", e.msg).with("failed", "set data"))
 }
 
-fn ask(_: &Context, a: Ask) -> Result<Value, Error> {
-    let body = serde_json::to_vec(&a.body)?;
-    let out = rpc::call_raw(&a.route, &body, a.timeout_ms.map(Duration::from_millis))?;
-    Ok(serde_json::from_slice(&out)?)
+fn remote_func(body: &[u8]) -> Result<Vec<u8>, Error> {
+    let msg = <RpcMsg as prost::Message>::decode(body).map_err(|e| Error::bad_request(format!("invalid RPCMsg: {e}")))?;
+    log::info(&format!("received a remote call with this message: {}", msg.msg));
+    Ok(prost::Message::encode_to_vec(&RpcMsg { msg: msg.msg }))
 }
 
 fn server() -> Server {
     Server::new()
-        .request("connector.enter", |ctx, e: Enter| {
-            ctx.set("room", &e.room)?;
-            Ok(json!({"room": e.room}))
+        .request("connector.getsessiondata", |ctx, _: Value| Ok(SessionData { data: ctx.data() }))
+        .request("connector.setsessiondata", |ctx, data: SessionData| {
+            set_data(ctx, &data)?;
+            Ok(json!({"code": 200, "msg": "success"}))
         })
-        .request("connector.data", |ctx, _: Value| Ok(Value::Object(ctx.data())))
-        .request("connector.pin", |ctx, p: Pin| ctx.pin(&p.server_type, &p.server_id).map(|()| json!("pinned")))
-        .request("connector.ask", ask)
-        .remote("connector.echo", |v: Value| Ok(json!({"connector got": v})))
-        .on_session_close(|ctx| {
-            // A player who reconnected and joined again on a newer session stays in the room.
-            if let Some(uid) = ctx.leaving_uid() {
-                let _ = rpc::call::<_, Value>("room.room.leave", &uid);
-            }
-        })
+        .notify("connector.notifysessiondata", |ctx, data: SessionData| set_data(ctx, &data))
+        .remote_raw("connectorremote.remotefunc", remote_func)
 }
 
 kiwano_guest::export!(server);
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
     use kiwano_guest::testing::{self, MockSession};
 
     use super::*;
 
-    /// The `room.room.leave` calls the connector makes.
-    fn leaves() -> Rc<RefCell<Vec<String>>> {
-        let calls = Rc::new(RefCell::new(Vec::new()));
-        let seen = calls.clone();
-        testing::on_rpc(move |_, route, body| {
-            assert_eq!(route, "room.room.leave");
-            seen.borrow_mut().push(String::from_utf8_lossy(body).into_owned());
-            Ok(br#""left""#.to_vec())
-        });
-        calls
+    #[test]
+    fn session_data_is_set_and_read_in_the_demo_shapes() {
+        testing::reset();
+        let s = server();
+        let session = MockSession::new(1);
+        let set: Value = s.call_json(&session, "connector.setsessiondata", &json!({"Data": {"level": 3}})).unwrap();
+        assert_eq!(set, json!({"code": 200, "msg": "success"}));
+        let got: Value = s.call_json(&session, "connector.getsessiondata", &json!({})).unwrap();
+        assert_eq!(got, json!({"Data": {"level": 3}}));
     }
 
     #[test]
-    fn a_closing_session_leaves_the_room_unless_a_newer_one_holds_its_uid() {
-        testing::reset();
-        let calls = leaves();
+    fn the_remote_echoes_an_rpc_msg_as_an_rpc_res() {
         let s = server();
-        let old = MockSession::new(1);
-        Context::mock(&old).bind("alice").unwrap();
-        // The player reconnects: the newer session binds the same uid, then the old one's
-        // close arrives.
-        let newer = MockSession::new(2);
-        Context::mock(&newer).bind("alice").unwrap();
-        s.session_closed(&Context::mock(&old));
-        assert!(calls.borrow().is_empty(), "the displaced session made the player leave");
-        s.session_closed(&Context::mock(&newer));
-        assert_eq!(*calls.borrow(), vec![r#""alice""#.to_string()]);
+        let body = prost::Message::encode_to_vec(&RpcMsg { msg: "hello".into() });
+        assert_eq!(body, b"\x0a\x05hello");
+        assert_eq!(s.remote_call("connectorremote.remotefunc", &body).unwrap(), body);
     }
 }

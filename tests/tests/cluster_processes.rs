@@ -1,0 +1,251 @@
+//! A real cluster: one `kiwano run --type … --id …` process per server, on a nats-server and an
+//! etcd of each test's own, with clients over TCP and WebSocket. What a player of a Pitaya
+//! cluster sees, across processes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kiwano_protocol::message::MessageType;
+use kiwano_protocol::packet::PacketType;
+use kiwano_tests::cluster_net::{ClusterNet, build};
+use kiwano_tests::process::KiwanoProcess;
+use kiwano_tests::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn example() -> PathBuf {
+    build(&root().join("examples").join("cluster"))
+}
+
+fn test_project() -> PathBuf {
+    build(&root().join("tests").join("projects").join("cluster"))
+}
+
+async fn connect(p: &KiwanoProcess, transport: Transport) -> Client {
+    let kind = match transport {
+        Transport::Tcp => "Tcp",
+        Transport::Ws => "Ws",
+        other => panic!("{other:?}"),
+    };
+    let mut c = Client::connect(p.addr(kind), transport, None).await.unwrap();
+    c.handshake(&json!({"sys": {"platform": "test"}})).await.unwrap();
+    c
+}
+
+/// Requests `route` and returns the raw body of its (successful) response.
+async fn ok_raw(c: &mut Client, route: &str, body: &[u8]) -> Vec<u8> {
+    let r = c.request(route, body).await.unwrap();
+    assert!(!r.error, "{route}: {}", String::from_utf8_lossy(&r.data));
+    r.data.to_vec()
+}
+
+/// Reads messages until one on `route` arrives; panics if the connection ends first.
+async fn next_on(c: &mut Client, route: &str) -> Value {
+    loop {
+        let m = tokio::time::timeout(WAIT, c.next_message())
+            .await
+            .unwrap_or_else(|_| panic!("no {route} within {WAIT:?}"))
+            .unwrap_or_else(|e| panic!("waiting for {route}: {e}"));
+        if m.route == route {
+            return serde_json::from_slice(&m.data).unwrap_or_else(|e| panic!("{route}: {e}: {:?}", String::from_utf8_lossy(&m.data)));
+        }
+    }
+}
+
+/// Requests `route` and reads until its response and a push on each of `pushes` arrived, in
+/// whatever order (across processes a backend's pushes travel apart from its response, as in
+/// Pitaya); the response's body and the pushes' JSON, in the order of `pushes`.
+async fn request_with_pushes(c: &mut Client, route: &str, body: &[u8], pushes: &[&str]) -> (Vec<u8>, Vec<Value>) {
+    let id = c.send_request(route, body).await.unwrap();
+    let mut response = None;
+    let mut got: Vec<Option<Value>> = vec![None; pushes.len()];
+    while response.is_none() || got.iter().any(Option::is_none) {
+        let m = tokio::time::timeout(WAIT, c.next_message())
+            .await
+            .unwrap_or_else(|_| panic!("{route}: response or {pushes:?} missing after {WAIT:?}"))
+            .unwrap_or_else(|e| panic!("{route}: {e}"));
+        if m.kind == MessageType::Response && m.id == id {
+            assert!(!m.error, "{route}: {}", String::from_utf8_lossy(&m.data));
+            response = Some(m.data.to_vec());
+        } else if let Some(i) = pushes.iter().position(|p| *p == m.route) {
+            got[i] = Some(serde_json::from_slice(&m.data).expect("a JSON push"));
+        }
+    }
+    (response.unwrap_or_default(), got.into_iter().flatten().collect())
+}
+
+/// `room.room.entry` then `room.room.join`: the player's onMembers, and the `New user: <id>`
+/// the room broadcast for them.
+async fn enter_and_join(c: &mut Client) -> (Value, String) {
+    assert_eq!(ok_raw(c, "room.room.entry", b"{}").await, br#"{"result":"ok"}"#);
+    let (answer, pushes) = request_with_pushes(c, "room.room.join", b"{}", &["onMembers", "onNewUser"]).await;
+    assert_eq!(answer, br#"{"result":"success"}"#);
+    (pushes[0].clone(), pushes[1]["content"].as_str().expect("content").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_demo_contract_across_processes() {
+    let project = example();
+    let net = ClusterNet::start().await;
+    let room = net.server(&project, "room", "room-1", false).await;
+    let (c1, c2) = tokio::join!(net.server(&project, "connector", "connector-1", true), net.server(&project, "connector", "connector-2", true));
+
+    // Session data on the frontend, in the demo's shapes; the dictionary is the demo's.
+    let mut a = connect(&c1, Transport::Tcp).await;
+    let set = ok_json(&mut a, "connector.setsessiondata", json!({"Data": {"level": 3}})).await;
+    assert_eq!(set, json!({"code": 200, "msg": "success"}));
+    assert_eq!(ok_json(&mut a, "connector.getsessiondata", json!({})).await, json!({"Data": {"level": 3}}));
+
+    // entry binds a fresh UUID; join pushes the members and broadcasts the newcomer.
+    let (members, _) = enter_and_join(&mut a).await;
+    let alice = members["Members"][0].as_str().expect("a member").to_owned();
+    assert_eq!(members, json!({"Members": [alice]}));
+    assert!(uuid::Uuid::parse_str(&alice).is_ok(), "uid {alice} is not a UUID");
+
+    // A second player on the other connector, over WebSocket: the broadcast crosses frontends.
+    let mut b = connect(&c2, Transport::Ws).await;
+    let (members, new_user) = enter_and_join(&mut b).await;
+    let bob = members["Members"].as_array().unwrap().iter().filter_map(Value::as_str).find(|m| *m != alice).expect("bob").to_owned();
+    assert_eq!(members, json!({"Members": [alice, bob]}));
+    assert_eq!(next_on(&mut a, "onNewUser").await, json!({"content": new_user}));
+    assert!(new_user.strip_prefix("New user: ").is_some_and(|id| id.parse::<u64>().is_ok()), "{new_user}");
+
+    // A chat message (notify) reaches both, each through its own frontend.
+    b.notify("room.room.message", br#"{"name":"bob","content":"hi"}"#).await.unwrap();
+    for c in [&mut a, &mut b] {
+        assert_eq!(next_on(c, "onMessage").await, json!({"name": "bob", "content": "hi"}));
+    }
+
+    // The room sets the session data; the frontend has it (sys.pushsession) before the answer.
+    assert_eq!(ok_raw(&mut a, "room.room.setsessiondata", br#"{"Data":{"gold":10}}"#).await, b"success");
+    assert_eq!(ok_json(&mut a, "connector.getsessiondata", json!({})).await, json!({"Data": {"gold": 10}}));
+    assert_eq!(ok_json(&mut a, "room.room.getsessiondata", json!({})).await, json!({"Data": {"gold": 10}}));
+
+    // A push to the caller's uid through NATS.
+    a.notify("room.room.notifypush", b"{}").await.unwrap();
+    assert_eq!(next_on(&mut a, "testPush").await, json!({"Msg": "test"}));
+
+    // The room calls a connector's remote by id (protobuf RPCMsg → RPCRes).
+    let r = ok_json(&mut a, "room.room.sendrpc", json!({"server_id": "connector-2", "route": "connector.connectorremote.remotefunc", "msg": "hello"})).await;
+    assert_eq!(r, json!({"Msg": "hello"}));
+    let e = err_json(&mut a, "room.room.sendrpc", json!({"server_id": "connector-9", "route": "connector.connectorremote.remotefunc", "msg": "x"})).await;
+    assert_eq!(e.code, "RPC-000", "{e:?}");
+
+    // Leaving: the others no longer hear of the player.
+    assert_eq!(ok_raw(&mut a, "room.room.leave", b"{}").await, b"success");
+    b.notify("room.room.message", br#"{"name":"bob","content":"bye"}"#).await.unwrap();
+    assert_eq!(next_on(&mut b, "onMessage").await, json!({"name": "bob", "content": "bye"}));
+    a.notify("room.room.message", br#"{"name":"alice","content":"marker"}"#).await.unwrap();
+    assert_eq!(next_on(&mut b, "onMessage").await, json!({"name": "alice", "content": "marker"}));
+    drop((room, c1, c2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_register_in_etcd_as_pitaya_does_and_sigterm_leaves() {
+    let project = example();
+    let net = ClusterNet::start().await;
+    let mut room = net.server(&project, "room", "room-1", false).await;
+    let connector = net.server(&project, "connector", "connector-1", true).await;
+    let registered = net.registered();
+    let keys: Vec<&str> = registered.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["pitaya/servers/connector/connector-1", "pitaya/servers/room/room-1"]);
+    let host = registered[1].1["hostname"].as_str().expect("hostname").to_owned();
+    assert!(!host.is_empty());
+    assert_eq!(registered[1].1, json!({"id": "room-1", "type": "room", "metadata": {}, "frontend": false, "hostname": host}));
+    assert_eq!(registered[0].1["frontend"], json!(true));
+    // Under a lease of `cluster.lease_ttl`.
+    let kv = net.etcd.ctl(&["get", "pitaya/servers/room/room-1", "-w", "json"]);
+    let lease = serde_json::from_str::<Value>(&kv).unwrap()["kvs"][0]["lease"].as_i64().expect("a lease");
+    let ttl = net.etcd.ctl(&["lease", "timetolive", &format!("{lease:x}")]);
+    assert!(ttl.contains("granted with TTL(60s)"), "{ttl}");
+
+    // SIGTERM: the server leaves etcd at once (no waiting for the lease), and exits cleanly.
+    room.signal("TERM");
+    let status = room.wait(WAIT).await.expect("room exits after SIGTERM");
+    assert!(status.success(), "{status}\n{}", room.logs());
+    let keys: Vec<String> = net.registered().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["pitaya/servers/connector/connector-1"]);
+    // The connector saw it go: a forwarded request fails at once with Pitaya's error.
+    let mut a = connect(&connector, Transport::Tcp).await;
+    let start = tokio::time::Instant::now();
+    loop {
+        let r = a.request("room.room.entry", b"{}").await.unwrap();
+        if r.error && error_of(&r).msg.starts_with("no servers available of this type") {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the connector still routes to room-1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `room.room.join` of the test project: binds `name`; its answer and onMembers.
+async fn join_as(c: &mut Client, name: &str) -> Value {
+    let body = json!({"name": name}).to_string();
+    let (answer, pushes) = request_with_pushes(c, "room.room.join", body.as_bytes(), &["onMembers"]).await;
+    assert_eq!(answer, br#"{"code":0,"result":"success"}"#, "{name} joins");
+    pushes[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_rpc_and_unique_session_across_processes() {
+    let project = test_project();
+    let net = ClusterNet::start().await;
+    let _room = net.server(&project, "room", "room-1", false).await;
+    let (c1, c2, gate) = tokio::join!(
+        net.server(&project, "connector", "connector-1", true),
+        net.server(&project, "connector", "connector-2", true),
+        net.server(&project, "gate", "gate-1", true),
+    );
+
+    // Forwarded request (bind on the backend, sys.bindsession on the frontend) and notify;
+    // pushes to users on two frontends; a group broadcast across them.
+    let mut alice = connect(&c1, Transport::Tcp).await;
+    assert_eq!(join_as(&mut alice, "alice").await, json!({"members": []}));
+    let mut bob = connect(&c2, Transport::Ws).await;
+    assert_eq!(join_as(&mut bob, "bob").await, json!({"members": ["alice"]}));
+    assert_eq!(next_on(&mut alice, "onNewUser").await, json!({"content": "New user: bob"}));
+    bob.notify("room.room.message", br#"{"name":"bob","content":"hi"}"#).await.unwrap();
+    for c in [&mut alice, &mut bob] {
+        assert_eq!(next_on(c, "onMessage").await, json!({"name": "bob", "content": "hi"}));
+    }
+
+    // User RPC both ways, with a custom error and its metadata, not-found and a timeout.
+    let r = ok_json(&mut alice, "connector.ask", json!({"route": "room.room.echo", "body": {"x": 1}})).await;
+    assert_eq!(r, json!({"room got": {"x": 1}}));
+    let r = ok_json(&mut alice, "room.room.ask", json!({"route": "connector.connector.echo", "body": {"y": 2}})).await;
+    assert_eq!(r, json!({"connector got": {"y": 2}}));
+    let e = err_json(&mut alice, "connector.ask", json!({"route": "room.room.fail", "body": null})).await;
+    assert_eq!(e, pe("RM-002", "remote refused", &[("why", "asked to")]));
+    let e = err_json(&mut alice, "room.room.fail", json!({})).await;
+    assert_eq!(e, pe("RM-001", "room refused", &[("session", "1")]));
+    let e = err_json(&mut alice, "connector.ask", json!({"route": "room.room.nope", "body": null})).await;
+    assert_eq!(e, pe("PIT-404", "route not found", &[("route", "room.nope")]));
+    let e = err_json(&mut alice, "room.room.nope", json!({})).await;
+    assert_eq!(e, pe("PIT-404", "pitaya/handler: room.room.nope not found", &[]));
+    let e = err_json(&mut alice, "connector.ask", json!({"route": "room.room.slow", "body": 600, "timeout_ms": 150})).await;
+    assert_eq!((e.code.as_str(), e.msg.as_str()), ("PIT-408", "rpc client: request timeout"));
+
+    // Session data set on the backend reaches the frontend.
+    assert_eq!(ok_json(&mut alice, "room.room.setdata", json!({"key": "level", "value": 7})).await, json!({"set": "level"}));
+    assert_eq!(ok_json(&mut alice, "connector.data", json!({})).await["level"], json!(7));
+
+    // Unique session: alice binding on the other connector kicks her first session, even
+    // though it is on another process; binding on a frontend of another type kicks nobody.
+    let mut alice2 = connect(&c2, Transport::Tcp).await;
+    join_as(&mut alice2, "alice").await;
+    let got = expect_closed(&mut alice, WAIT).await;
+    assert_eq!(got.last().map(|p| p.kind), Some(PacketType::Kick), "{got:?}");
+    let mut alice3 = connect(&gate, Transport::Tcp).await;
+    join_as(&mut alice3, "alice").await;
+    // The gate's bind was broadcast (if at all) before its answer: a round trip on connector-2
+    // after it would see the kick.
+    bob.notify("room.room.message", br#"{"name":"bob","content":"still here?"}"#).await.unwrap();
+    assert_eq!(next_on(&mut alice2, "onMessage").await, json!({"name": "bob", "content": "still here?"}));
+    assert_eq!(ok_json(&mut alice2, "connector.data", json!({})).await["ipversion"], json!("ipv4"));
+
+    // A kick from the backend (sys.kick across processes).
+    bob.send_request("room.room.kickme", b"{}").await.unwrap();
+    let got = expect_closed(&mut bob, WAIT).await;
+    assert!(got.iter().any(|p| p.kind == PacketType::Kick), "{got:?}");
+}
