@@ -236,3 +236,28 @@ async fn nats_and_etcd_keep_the_contract() {
     let (a, b) = (Cluster::connect(&s).await.unwrap(), Cluster::connect(&s).await.unwrap());
     contract(&a, &b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_routed_around_then_tried_again() {
+    let c = Cluster::memory();
+    let (r1, r2) = (server("room-1", "room", false), server("room-2", "room", false));
+    c.discovery.register(&r1).await.unwrap();
+    c.discovery.register(&r2).await.unwrap();
+    c.mark_silent("room-1");
+    assert_eq!(c.servers_of("room"), vec![r2.clone()]);
+    // Tried again after a while (a NATS blip must not leave it out for good)...
+    let marked = tokio::time::Instant::now();
+    eventually("room-1 tried again", WAIT, || c.servers_of("room").len() == 2).await;
+    assert!(marked.elapsed() >= Duration::from_millis(900), "left out only {:?}", marked.elapsed());
+    // ...and silent again on trial: left out longer (2 s).
+    c.mark_silent("room-1");
+    let marked = tokio::time::Instant::now();
+    eventually("room-1 tried again", WAIT, || c.servers_of("room").len() == 2).await;
+    assert!(marked.elapsed() >= Duration::from_millis(1900), "left out only {:?}", marked.elapsed());
+    // Registering again ends it at once.
+    c.mark_silent("room-1");
+    assert_eq!(c.servers_of("room"), vec![r2.clone()]);
+    c.discovery.deregister("room-1").await.unwrap();
+    c.discovery.register(&r1).await.unwrap();
+    assert_eq!(c.servers_of("room"), vec![r1, r2]);
+}

@@ -249,3 +249,141 @@ async fn sessions_rpc_and_unique_session_across_processes() {
     let got = expect_closed(&mut bob, WAIT).await;
     assert!(got.iter().any(|p| p.kind == PacketType::Kick), "{got:?}");
 }
+
+/// The server that answered `room.room.whoami`, or the error code.
+async fn whoami(c: &mut Client) -> Result<String, String> {
+    let r = c.request("room.room.whoami", b"{}").await.map_err(|e| format!("connection: {e}"))?;
+    if r.error {
+        return Err(error_of(&r).code);
+    }
+    let v: Value = serde_json::from_slice(&r.data).map_err(|e| e.to_string())?;
+    Ok(v["server"].as_str().unwrap_or_default().to_owned())
+}
+
+/// One request of the load: when it was sent, how long it took, what answered it.
+struct Sample {
+    sent: tokio::time::Instant,
+    took: Duration,
+    answer: Result<String, String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_fails_fast_and_traffic_moves_on() {
+    let project = test_project();
+    let mut net = ClusterNet::start().await;
+    net.env.push(("KIWANO_CLUSTER_REQUEST_TIMEOUT".into(), "2s".into()));
+    let (room1, room2, connector) = tokio::join!(
+        net.server(&project, "room", "room-1", false),
+        net.server(&project, "room", "room-2", false),
+        net.server(&project, "connector", "connector-1", true),
+    );
+    let mut rooms = [Some(room1), Some(room2)];
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(connect(&connector, Transport::Tcp).await);
+    }
+    // Which room serves these players (one room's worth of players share an affinity key).
+    let victim = whoami(&mut clients[0]).await.expect("a room answers");
+    let survivor = if victim == "room-1" { "room-2" } else { "room-1" };
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for mut c in clients {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = tokio::time::Instant::now();
+                let answer = whoami(&mut c).await;
+                samples.push(Sample { sent, took: sent.elapsed(), answer });
+            }
+            samples
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed_at = tokio::time::Instant::now();
+    let index = usize::from(victim == "room-2");
+    let mut dead = rooms[index].take().expect("the victim runs");
+    dead.signal("KILL");
+    dead.wait(WAIT).await.expect("killed");
+
+    // A new player is served at once, by the survivor, though the dead room's lease (60 s)
+    // still stands in etcd.
+    let mut newcomer = connect(&connector, Transport::Ws).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(whoami(&mut newcomer).await.as_deref(), Ok(survivor));
+    assert!(started.elapsed() < Duration::from_secs(1), "the newcomer waited {:?}", started.elapsed());
+    assert!(net.registered().iter().any(|(k, _)| k.ends_with(&victim)), "the victim's key should still be in etcd");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for task in load {
+        let samples = task.await.expect("a load task");
+        total += samples.len();
+        for s in &samples {
+            // No request hangs: each is answered, at worst by the request timeout (2 s).
+            assert!(s.took < Duration::from_millis(3000), "a request took {:?}", s.took);
+            match &s.answer {
+                Ok(_) => {}
+                // Only requests already on their way to the dead room time out.
+                Err(code) => {
+                    assert_eq!(code, "PIT-408", "unexpected error");
+                    assert!(s.sent < killed_at + Duration::from_millis(500), "a request sent {:?} after the kill failed", s.sent - killed_at);
+                }
+            }
+        }
+        // Once the kill is known, every request is served by the survivor.
+        let late: Vec<_> = samples.iter().filter(|s| s.sent > killed_at + Duration::from_secs(1)).collect();
+        assert!(!late.is_empty(), "no requests after the kill");
+        assert!(late.iter().all(|s| s.answer.as_deref() == Ok(survivor)));
+    }
+    assert!(total > 8 * 10, "only {total} requests");
+    drop(rooms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_and_etcd_restarts_are_survived_without_restarting_kiwano() {
+    let project = test_project();
+    let mut net = ClusterNet::start().await;
+    net.env.push(("KIWANO_CLUSTER_REQUEST_TIMEOUT".into(), "1s".into()));
+    let (mut room1, connector) = tokio::join!(net.server(&project, "room", "room-1", false), net.server(&project, "connector", "connector-1", true));
+    let mut alice = connect(&connector, Transport::Tcp).await;
+    join_as(&mut alice, "alice").await;
+
+    // NATS goes away and comes back on its port: the servers reconnect and subscribe again,
+    // the bound user's subscriptions included.
+    net.nats.restart().await;
+    let start = tokio::time::Instant::now();
+    while whoami(&mut alice).await.as_deref() != Ok("room-1") {
+        assert!(start.elapsed() < WAIT, "no RPC after NATS restarted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut bob = connect(&connector, Transport::Ws).await;
+    join_as(&mut bob, "bob").await;
+    assert_eq!(next_on(&mut alice, "onNewUser").await, json!({"content": "New user: bob"}));
+    bob.notify("room.room.message", br#"{"name":"bob","content":"after nats"}"#).await.unwrap();
+    assert_eq!(next_on(&mut alice, "onMessage").await, json!({"name": "bob", "content": "after nats"}));
+
+    // etcd goes away and comes back: leases are kept (or granted again and the keys written
+    // again), the watch is re-established and sees a server that starts afterwards.
+    net.etcd.restart().await;
+    let room2 = net.server(&project, "room", "room-2", false).await;
+    let start = tokio::time::Instant::now();
+    loop {
+        let keys: Vec<String> = net.registered().into_iter().map(|(k, _)| k).collect();
+        if keys == ["pitaya/servers/connector/connector-1", "pitaya/servers/room/room-1", "pitaya/servers/room/room-2"] {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "etcd holds {keys:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    room1.signal("TERM");
+    room1.wait(WAIT).await.expect("room-1 stops");
+    let start = tokio::time::Instant::now();
+    while whoami(&mut alice).await.as_deref() != Ok("room-2") {
+        assert!(start.elapsed() < WAIT, "the connector never routed to room-2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(room2);
+}

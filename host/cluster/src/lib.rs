@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kiwano_protocol::{PitayaError, protos};
@@ -340,11 +340,24 @@ pub struct Cluster {
     pub groups: Arc<dyn Groups>,
     /// Binding storage.
     pub bindings: Arc<dyn Bindings>,
-    /// Servers that answered "no responders", by id, with the generation they had: left out of
-    /// routing until discovery shows them registered again.
-    silent: Mutex<BTreeMap<String, i64>>,
+    /// Servers that answered "no responders", by id: left out of routing for a while.
+    silent: Mutex<BTreeMap<String, Silence>>,
     /// The groups when they are kept in memory: someone has to sweep them.
     memory_groups: Option<Arc<MemoryGroups>>,
+}
+
+/// How long a server that answered "no responders" is first left out of routing.
+const SILENCE_FIRST: Duration = Duration::from_secs(1);
+/// The longest it is left out at once.
+const SILENCE_MAX: Duration = Duration::from_secs(30);
+
+/// A server left out of routing: its discovery generation when it went silent, until when,
+/// and for how long this time.
+#[derive(Debug, Clone, Copy)]
+struct Silence {
+    generation: i64,
+    until: Instant,
+    window: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -408,13 +421,15 @@ impl Cluster {
     }
 
     /// The live servers of `server_type` that route to (sorted by id): discovery's view without
-    /// the servers that went silent.
+    /// the servers that went silent lately.
     pub fn servers_of(&self, server_type: &str) -> Vec<ServerInfo> {
         let snapshot = self.discovery.snapshot();
+        let now = Instant::now();
         let mut silent = self.silent.lock();
-        // A silent server registered again (a new generation) is routed to again.
-        silent.retain(|id, generation| snapshot.by_id.get(id).is_some_and(|r| r.generation == *generation));
-        snapshot.of_type(server_type).filter(|r| !silent.contains_key(&r.info.id)).map(|r| r.info.clone()).collect()
+        // A silent server registered again (a new generation) is routed to again; one silent
+        // long ago starts over.
+        silent.retain(|id, s| snapshot.by_id.get(id).is_some_and(|r| r.generation == s.generation) && now < s.until + SILENCE_MAX);
+        snapshot.of_type(server_type).filter(|r| silent.get(&r.info.id).is_none_or(|s| now >= s.until)).map(|r| r.info.clone()).collect()
     }
 
     /// A live server by id.
@@ -422,12 +437,20 @@ impl Cluster {
         self.discovery.snapshot().get(id).cloned()
     }
 
-    /// Leaves server `id` out of routing until discovery shows it registered again: it
-    /// answered "no responders".
+    /// Leaves server `id` out of routing for a while: it answered "no responders" (nobody
+    /// subscribed to its subject: it died, or NATS lost it for a moment). It is left out for
+    /// 1 s, then tried again; each "no responders" while on trial doubles the time, up to
+    /// 30 s. Registering again (a new generation) ends it. Trying a dead server costs one NATS
+    /// round trip before the call moves on, never the caller's timeout.
     pub fn mark_silent(&self, id: &str) {
-        if let Some(r) = self.discovery.snapshot().by_id.get(id) {
-            tracing::warn!(server = id, server_type = %r.info.server_type, "no responders: routing around the server until it registers again");
-            self.silent.lock().insert(id.to_owned(), r.generation);
-        }
+        let Some(r) = self.discovery.snapshot().by_id.get(id).cloned() else { return };
+        let now = Instant::now();
+        let mut silent = self.silent.lock();
+        let window = match silent.get(id) {
+            Some(s) if s.generation == r.generation && now < s.until + SILENCE_MAX => (s.window * 2).min(SILENCE_MAX),
+            _ => SILENCE_FIRST,
+        };
+        tracing::warn!(server = id, server_type = %r.info.server_type, ?window, "no responders: routing around the server");
+        silent.insert(id.to_owned(), Silence { generation: r.generation, until: now + window, window });
     }
 }

@@ -228,7 +228,7 @@ fn pick<'a>(servers: &'a [ServerInfo], key: u64) -> Option<&'a ServerInfo> {
 
 /// Forwards a client message to a server of another type (a Sys RPC) and returns its answer.
 /// A server with no responders never got it: the message goes to another server of the type,
-/// and the silent one is left out until discovery shows it registered again.
+/// and the silent one is left out of routing for a while (`Cluster::mark_silent`).
 async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &Message, route: &Route<'_>) -> Result<Bytes, PitayaError> {
     let full = route.full();
     let frontend_id = shared.types.get(frontend).map(|t| t.id.clone()).unwrap_or_default();
