@@ -249,6 +249,10 @@ impl Rpc for NatsRpc {
 
     fn flush<'a>(&'a self, timeout: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            if self.client.connection_state() != async_nats::connection::State::Connected {
+                tracing::warn!("nats: not connected at shutdown: what was not sent is lost");
+                return;
+            }
             match tokio::time::timeout(timeout, self.client.flush()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!("nats: flush failed: {e}"),

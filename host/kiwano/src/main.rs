@@ -75,6 +75,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The server types of a project, one line each: `<type> frontend|backend
+    /// [<kind>=<ip:port>]...` (the acceptors, as `run --listen` takes them). For scripts that
+    /// start one process per server, such as deploy/local/run.sh.
+    Servers {
+        /// The project directory, holding kiwano.toml.
+        project: PathBuf,
+        /// The config file, if not <project>/kiwano.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Load generator: connections running requests, broadcasts or idling; prints JSON.
     Load(load::LoadArgs),
     /// The raw ceiling server: same packets, no routing, sessions or Wasm.
@@ -140,6 +150,13 @@ fn main() -> ExitCode {
             }
             run(&project, c)
         }),
+        Command::Servers { project, config } => load(&project, config).map(|c| {
+            for (name, st) in &c.servers {
+                let role = if st.frontend { "frontend" } else { "backend" };
+                let acceptors: String = st.acceptors.iter().map(|a| format!(" {}={}", a.kind, a.address)).collect();
+                println!("{name} {role}{acceptors}");
+            }
+        }),
         Command::Build { project, config } => load(&project, config).and_then(|c| {
             let built = project::build_all(&project, &c)?;
             tracing::info!(?built, "build finished");
@@ -184,8 +201,9 @@ fn run(project: &Path, config: Config) -> anyhow::Result<()> {
                 return anyhow::Ok(true);
             }
         };
-        let servers: Vec<String> = server.acceptors().iter().map(|a| format!("{} {:?} {}", a.server_type, a.kind, a.address)).collect();
-        tracing::info!(id = server.id(), ?servers, "kiwano is serving; SIGINT or SIGTERM stops it");
+        let ids: Vec<String> = server.server_ids().into_values().collect();
+        let listening: Vec<String> = server.acceptors().iter().map(|a| format!("{} {} {}", a.server_type, a.kind, a.address)).collect();
+        tracing::info!(servers = ?ids, ?listening, "kiwano is serving; SIGINT or SIGTERM stops it");
         signals.next().await;
         // A second signal ends the process at once.
         tokio::spawn(async move {

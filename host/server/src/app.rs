@@ -1,7 +1,7 @@
 //! A running Kiwano server: the server types of a project, their pools and acceptors, and
 //! graceful shutdown.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -302,6 +302,11 @@ impl Server {
     /// The address of the HTTP listener, if configured.
     pub fn http_address(&self) -> Option<SocketAddr> {
         self.http
+    }
+
+    /// The ids of this process's servers, by type.
+    pub fn server_ids(&self) -> BTreeMap<String, String> {
+        self.shared.types.iter().map(|(name, t)| (name.clone(), t.id.clone())).collect()
     }
 
     /// The id of this process's server of `server_type`.

@@ -396,6 +396,18 @@ pub enum AcceptorKind {
     Wss,
 }
 
+/// As in config and on `--listen`: `tcp`, `tls`, `ws`, `wss`.
+impl std::fmt::Display for AcceptorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+        })
+    }
+}
+
 impl std::str::FromStr for AcceptorKind {
     type Err = String;
 
