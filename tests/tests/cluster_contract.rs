@@ -235,6 +235,40 @@ async fn nats_and_etcd_keep_the_contract() {
     let s = settings(&nats, &etcd);
     let (a, b) = (Cluster::connect(&s).await.unwrap(), Cluster::connect(&s).await.unwrap());
     contract(&a, &b).await;
+    etcd_keys_are_pitayas(&a, &etcd).await;
+}
+
+/// What lands in etcd for groups and bindings: Pitaya's keys and values, leases for TTLs.
+async fn etcd_keys_are_pitayas(c: &Cluster, etcd: &Etcd) {
+    let keys = |prefix: &str| -> Vec<(String, String)> {
+        let out = etcd.ctl(&["get", "--prefix", prefix]);
+        let lines: Vec<&str> = out.lines().collect();
+        lines.chunks(2).filter(|p| p.len() == 2).map(|p| (p[0].to_owned(), p[1].to_owned())).collect()
+    };
+    let lease_ttl = |key: &str| -> i64 {
+        let kv: serde_json::Value = serde_json::from_str(&etcd.ctl(&["get", key, "-w", "json"])).unwrap();
+        let lease = kv["kvs"][0]["lease"].as_i64().unwrap_or(0);
+        assert_ne!(lease, 0, "{key} has no lease");
+        let ttl: serde_json::Value = serde_json::from_str(&etcd.ctl(&["lease", "timetolive", &format!("{lease:x}"), "-w", "json"])).unwrap();
+        ttl["granted-ttl"].as_i64().unwrap_or(0)
+    };
+    c.groups.create("hall", None).await.unwrap();
+    c.groups.add("hall", "alice").await.unwrap();
+    assert_eq!(keys("pitaya/groups/hall"), [("pitaya/groups/hall".to_owned(), String::new()), ("pitaya/groups/hall/uids/alice".to_owned(), String::new())]);
+    // A group with a TTL lives under a lease of that TTL, its members too; it expires whole.
+    c.groups.create("brief", Some(Duration::from_millis(1500))).await.unwrap();
+    c.groups.add("brief", "bob").await.unwrap();
+    assert_eq!(lease_ttl("pitaya/groups/brief"), 2, "TTL rounded up to whole seconds");
+    assert_eq!(lease_ttl("pitaya/groups/brief/uids/bob"), 2);
+    eventually_async("the brief group expires", WAIT, || async {
+        c.groups.members("brief").await.is_err_and(|e| pitaya_message(e) == "PIT-404 group not found")
+    })
+    .await;
+    assert!(keys("pitaya/groups/brief").is_empty());
+    // A binding: the frontend's id under `bindings/<frontend type>/<uid>`, leased.
+    c.bindings.put("connector", "carol", "connector-a").await.unwrap();
+    assert_eq!(keys("pitaya/bindings/"), [("pitaya/bindings/connector/carol".to_owned(), "connector-a".to_owned())]);
+    assert_eq!(lease_ttl("pitaya/bindings/connector/carol"), 3600);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

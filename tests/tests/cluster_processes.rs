@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use kiwano_protocol::message::MessageType;
 use kiwano_protocol::packet::PacketType;
+use kiwano_protocol::protos;
+use prost::Message as _;
 use kiwano_tests::cluster_net::{ClusterNet, build};
 use kiwano_tests::process::KiwanoProcess;
 use kiwano_tests::*;
@@ -386,4 +388,108 @@ async fn nats_and_etcd_restarts_are_survived_without_restarting_kiwano() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(room2);
+}
+
+/// Everything published on a NATS server, as `(subject, reply subject, payload)`.
+struct NatsTap {
+    seen: std::sync::Arc<parking_lot::Mutex<Vec<(String, String, Vec<u8>)>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl NatsTap {
+    async fn start(url: &str) -> Self {
+        use futures_util::StreamExt as _;
+        let client = async_nats::connect(url).await.expect("the tap connects");
+        let mut all = client.subscribe(">").await.expect("subscribe to everything");
+        client.flush().await.expect("flush");
+        let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            let _client = client;
+            while let Some(m) = all.next().await {
+                let reply = m.reply.as_ref().map(ToString::to_string).unwrap_or_default();
+                sink.lock().push((m.subject.to_string(), reply, m.payload.to_vec()));
+            }
+        });
+        Self { seen, _task: task }
+    }
+
+    /// Waits for a message on `subject` that decodes as `T` and satisfies `pick`; returns it
+    /// with its reply subject.
+    async fn wait<T: prost::Message + Default>(&self, subject: &str, pick: impl Fn(&T) -> bool) -> (T, String) {
+        let start = tokio::time::Instant::now();
+        loop {
+            let found = self.seen.lock().iter().filter(|(s, _, _)| s == subject).find_map(|(_, reply, payload)| {
+                let m = T::decode(&payload[..]).ok()?;
+                pick(&m).then(|| (m, reply.clone()))
+            });
+            if let Some(found) = found {
+                return found;
+            }
+            let subjects: Vec<String> = self.seen.lock().iter().map(|(s, _, _)| s.clone()).collect();
+            assert!(start.elapsed() < WAIT, "nothing on {subject}; seen {subjects:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn route_of(r: &protos::Request) -> &str {
+    r.msg.as_ref().map_or("", |m| m.route.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_travels_on_nats_is_pitayas_protobuf() {
+    let project = test_project();
+    let net = ClusterNet::start().await;
+    let tap = NatsTap::start(&net.nats.url()).await;
+    let (_room, connector) = tokio::join!(net.server(&project, "room", "room-1", false), net.server(&project, "connector", "connector-1", true));
+    let mut alice = connect(&connector, Transport::Tcp).await;
+    join_as(&mut alice, "alice").await;
+
+    // The forwarded request: a Sys protos.Request to the room's subject, with the session, the
+    // frontend's id and the propagated context; answered once on the reply subject.
+    let (forward, reply) = tap.wait::<protos::Request>("pitaya/servers/room/room-1", |r| route_of(r) == "room.room.join").await;
+    assert_eq!(forward.r#type, protos::RpcType::Sys as i32);
+    let msg = forward.msg.clone().expect("msg");
+    assert_eq!((msg.r#type, &msg.data[..]), (protos::MsgType::MsgRequest as i32, &br#"{"name":"alice"}"#[..]));
+    let session = forward.session.clone().expect("session");
+    assert_eq!((session.id, session.uid.as_str()), (1, ""));
+    assert!(serde_json::from_slice::<Value>(&session.data).expect("session data is JSON").is_object());
+    assert_eq!(forward.frontend_id, "connector-1");
+    let meta: Value = serde_json::from_slice(&forward.metadata).expect("metadata is JSON");
+    assert_eq!((meta["peer.id"].as_str(), meta["peer.service"].as_str(), meta["req-route"].as_str()), (Some("connector-1"), Some("connector"), Some("room.room.join")));
+    assert_eq!(meta["reqTimeout"], json!("5s"));
+    assert!(!reply.is_empty(), "a request has a reply subject");
+    let (response, _) = tap.wait::<protos::Response>(&reply, |_| true).await;
+    assert_eq!((&response.data[..], response.error), (&br#"{"code":0,"result":"success"}"#[..], None));
+    assert_eq!(tap.seen.lock().iter().filter(|(s, _, _)| *s == reply).count(), 1, "answered exactly once");
+
+    // The backend's bind: sys.bindsession to the frontend's subject, a User RPC with a
+    // protos.Session (as Pitaya's `Remote.SendRequest`); the frontend tells the other frontends
+    // of its type (unique session) with a BindMsg.
+    let (bind, _) = tap.wait::<protos::Request>("pitaya/servers/connector/connector-1", |r| route_of(r) == "sys.bindsession").await;
+    assert_eq!(bind.r#type, protos::RpcType::User as i32);
+    let bound = protos::Session::decode(&bind.msg.expect("msg").data[..]).expect("a protos.Session");
+    assert_eq!((bound.id, bound.uid.as_str()), (1, "alice"));
+    let (bind_msg, _) = tap.wait::<protos::BindMsg>("pitaya/connector/bindings", |_| true).await;
+    assert_eq!(bind_msg, protos::BindMsg { uid: "alice".into(), fid: "connector-1".into() });
+
+    // A push to the bound player: protos.Push on the user's subject of the frontend type.
+    let (push, _) = tap.wait::<protos::Push>("pitaya/connector/user/alice/push", |p| p.route == "onMembers").await;
+    assert_eq!(push, protos::Push { route: "onMembers".into(), uid: "alice".into(), data: br#"{"members":[]}"#.to_vec() });
+
+    // A forwarded notify is answered with `ack`.
+    alice.notify("room.room.message", br#"{"name":"alice","content":"hi"}"#).await.unwrap();
+    let (_, reply) = tap.wait::<protos::Request>("pitaya/servers/room/room-1", |r| route_of(r) == "room.room.message").await;
+    let (ack, _) = tap.wait::<protos::Response>(&reply, |_| true).await;
+    assert_eq!(&ack.data[..], b"ack");
+
+    // A kick by uid: protos.KickMsg on the user's kick subject; the player is kicked.
+    let mut bob = connect(&connector, Transport::Ws).await;
+    join_as(&mut bob, "bob").await;
+    assert_eq!(ok_json(&mut bob, "room.room.kickuser", json!("alice")).await, json!([]));
+    let (kick, _) = tap.wait::<protos::KickMsg>("pitaya/connector/user/alice/kick", |_| true).await;
+    assert_eq!(kick.user_id, "alice");
+    let got = expect_closed(&mut alice, WAIT).await;
+    assert!(got.iter().any(|p| p.kind == PacketType::Kick), "{got:?}");
 }

@@ -1,7 +1,7 @@
 //! tests/projects/cluster, the `room` backend type of the cluster tests: the chat room, reached by clients through the
 //! `connector` frontend (`room.room.join`, `room.room.message`), plus routes that show what a
 //! backend can do with a forwarded session: set its data (`room.room.setdata`), kick it
-//! (`room.room.kickme`), call the connector (`room.room.ask`), fail with a custom error
+//! (`room.room.kickme`) or a uid anywhere (`room.room.kickuser`), call the connector (`room.room.ask`), fail with a custom error
 //! (`room.room.fail`), tell which instance ran it (`room.room.whoami`).
 //!
 //! Build: `cargo build -p cluster-test-room --target wasm32-wasip2 --profile guest`.
@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use kiwano_guest::{Context, Error, InitInfo, Server, groups, rpc};
+use kiwano_guest::{Context, Error, InitInfo, Server, groups, rpc, users};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -74,6 +74,8 @@ fn server() -> Server {
             Ok(json!({"set": s.key}))
         })
         .request("room.kickme", |ctx, _: Value| ctx.kick().map(|()| json!("kicked")))
+        // Kicks a player by uid, wherever their frontend is (`pitaya/<type>/user/<uid>/kick`).
+        .request("room.kickuser", |_, uid: String| users::kick(&[uid]))
         .request("room.whoami", |ctx, _: Value| Ok(whoami(ctx)))
         .request("room.ask", |_, a: Ask| rpc::call::<Value, Value>(&a.route, &a.body))
         .request("room.fail", |ctx, _: Value| {
