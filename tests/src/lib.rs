@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub mod cluster_net;
+pub mod demo;
+pub mod go_pitaya;
 pub mod polyglot;
 pub mod process;
 pub mod services;

@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kiwano_protocol::message::MessageType;
 use kiwano_protocol::packet::PacketType;
 use kiwano_protocol::protos;
 use prost::Message as _;
 use kiwano_tests::cluster_net::{ClusterNet, build};
+use kiwano_tests::demo::{demo_contract, next_on, request_with_pushes};
 use kiwano_tests::process::KiwanoProcess;
 use kiwano_tests::*;
 use serde_json::{Value, json};
@@ -35,57 +35,6 @@ async fn connect(p: &KiwanoProcess, transport: Transport) -> Client {
     c
 }
 
-/// Requests `route` and returns the raw body of its (successful) response.
-async fn ok_raw(c: &mut Client, route: &str, body: &[u8]) -> Vec<u8> {
-    let r = c.request(route, body).await.unwrap();
-    assert!(!r.error, "{route}: {}", String::from_utf8_lossy(&r.data));
-    r.data.to_vec()
-}
-
-/// Reads messages until one on `route` arrives; panics if the connection ends first.
-async fn next_on(c: &mut Client, route: &str) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, c.next_message())
-            .await
-            .unwrap_or_else(|_| panic!("no {route} within {WAIT:?}"))
-            .unwrap_or_else(|e| panic!("waiting for {route}: {e}"));
-        if m.route == route {
-            return serde_json::from_slice(&m.data).unwrap_or_else(|e| panic!("{route}: {e}: {:?}", String::from_utf8_lossy(&m.data)));
-        }
-    }
-}
-
-/// Requests `route` and reads until its response and a push on each of `pushes` arrived, in
-/// whatever order (across processes a backend's pushes travel apart from its response, as in
-/// Pitaya); the response's body and the pushes' JSON, in the order of `pushes`.
-async fn request_with_pushes(c: &mut Client, route: &str, body: &[u8], pushes: &[&str]) -> (Vec<u8>, Vec<Value>) {
-    let id = c.send_request(route, body).await.unwrap();
-    let mut response = None;
-    let mut got: Vec<Option<Value>> = vec![None; pushes.len()];
-    while response.is_none() || got.iter().any(Option::is_none) {
-        let m = tokio::time::timeout(WAIT, c.next_message())
-            .await
-            .unwrap_or_else(|_| panic!("{route}: response or {pushes:?} missing after {WAIT:?}"))
-            .unwrap_or_else(|e| panic!("{route}: {e}"));
-        if m.kind == MessageType::Response && m.id == id {
-            assert!(!m.error, "{route}: {}", String::from_utf8_lossy(&m.data));
-            response = Some(m.data.to_vec());
-        } else if let Some(i) = pushes.iter().position(|p| *p == m.route) {
-            got[i] = Some(serde_json::from_slice(&m.data).expect("a JSON push"));
-        }
-    }
-    (response.unwrap_or_default(), got.into_iter().flatten().collect())
-}
-
-/// `room.room.entry` then `room.room.join`: the player's onMembers, and the `New user: <id>`
-/// the room broadcast for them.
-async fn enter_and_join(c: &mut Client) -> (Value, String) {
-    assert_eq!(ok_raw(c, "room.room.entry", b"{}").await, br#"{"result":"ok"}"#);
-    let (answer, pushes) = request_with_pushes(c, "room.room.join", b"{}", &["onMembers", "onNewUser"]).await;
-    assert_eq!(answer, br#"{"result":"success"}"#);
-    (pushes[0].clone(), pushes[1]["content"].as_str().expect("content").to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_demo_contract_across_processes() {
     let project = example();
@@ -93,53 +42,9 @@ async fn the_cluster_demo_contract_across_processes() {
     let room = net.server(&project, "room", "room-1", false).await;
     let (c1, c2) = tokio::join!(net.server(&project, "connector", "connector-1", true), net.server(&project, "connector", "connector-2", true));
 
-    // Session data on the frontend, in the demo's shapes; the dictionary is the demo's.
     let mut a = connect(&c1, Transport::Tcp).await;
-    let set = ok_json(&mut a, "connector.setsessiondata", json!({"Data": {"level": 3}})).await;
-    assert_eq!(set, json!({"code": 200, "msg": "success"}));
-    assert_eq!(ok_json(&mut a, "connector.getsessiondata", json!({})).await, json!({"Data": {"level": 3}}));
-
-    // entry binds a fresh UUID; join pushes the members and broadcasts the newcomer.
-    let (members, _) = enter_and_join(&mut a).await;
-    let alice = members["Members"][0].as_str().expect("a member").to_owned();
-    assert_eq!(members, json!({"Members": [alice]}));
-    assert!(uuid::Uuid::parse_str(&alice).is_ok(), "uid {alice} is not a UUID");
-
-    // A second player on the other connector, over WebSocket: the broadcast crosses frontends.
     let mut b = connect(&c2, Transport::Ws).await;
-    let (members, new_user) = enter_and_join(&mut b).await;
-    let bob = members["Members"].as_array().unwrap().iter().filter_map(Value::as_str).find(|m| *m != alice).expect("bob").to_owned();
-    assert_eq!(members, json!({"Members": [alice, bob]}));
-    assert_eq!(next_on(&mut a, "onNewUser").await, json!({"content": new_user}));
-    assert!(new_user.strip_prefix("New user: ").is_some_and(|id| id.parse::<u64>().is_ok()), "{new_user}");
-
-    // A chat message (notify) reaches both, each through its own frontend.
-    b.notify("room.room.message", br#"{"name":"bob","content":"hi"}"#).await.unwrap();
-    for c in [&mut a, &mut b] {
-        assert_eq!(next_on(c, "onMessage").await, json!({"name": "bob", "content": "hi"}));
-    }
-
-    // The room sets the session data; the frontend has it (sys.pushsession) before the answer.
-    assert_eq!(ok_raw(&mut a, "room.room.setsessiondata", br#"{"Data":{"gold":10}}"#).await, b"success");
-    assert_eq!(ok_json(&mut a, "connector.getsessiondata", json!({})).await, json!({"Data": {"gold": 10}}));
-    assert_eq!(ok_json(&mut a, "room.room.getsessiondata", json!({})).await, json!({"Data": {"gold": 10}}));
-
-    // A push to the caller's uid through NATS.
-    a.notify("room.room.notifypush", b"{}").await.unwrap();
-    assert_eq!(next_on(&mut a, "testPush").await, json!({"Msg": "test"}));
-
-    // The room calls a connector's remote by id (protobuf RPCMsg → RPCRes).
-    let r = ok_json(&mut a, "room.room.sendrpc", json!({"server_id": "connector-2", "route": "connector.connectorremote.remotefunc", "msg": "hello"})).await;
-    assert_eq!(r, json!({"Msg": "hello"}));
-    let e = err_json(&mut a, "room.room.sendrpc", json!({"server_id": "connector-9", "route": "connector.connectorremote.remotefunc", "msg": "x"})).await;
-    assert_eq!(e.code, "RPC-000", "{e:?}");
-
-    // Leaving: the others no longer hear of the player.
-    assert_eq!(ok_raw(&mut a, "room.room.leave", b"{}").await, b"success");
-    b.notify("room.room.message", br#"{"name":"bob","content":"bye"}"#).await.unwrap();
-    assert_eq!(next_on(&mut b, "onMessage").await, json!({"name": "bob", "content": "bye"}));
-    a.notify("room.room.message", br#"{"name":"alice","content":"marker"}"#).await.unwrap();
-    assert_eq!(next_on(&mut b, "onMessage").await, json!({"name": "alice", "content": "marker"}));
+    demo_contract(&mut a, &mut b, "connector-2").await;
     drop((room, c1, c2));
 }
 

@@ -25,11 +25,11 @@ pub struct BenchArgs {
     pub root: PathBuf,
 }
 
-struct Sizes {
-    warmup: &'static str,
-    duration: &'static str,
+pub(crate) struct Sizes {
+    pub(crate) warmup: &'static str,
+    pub(crate) duration: &'static str,
     conns: [usize; 2],
-    forward_conns: usize,
+    pub(crate) forward_conns: usize,
     members: usize,
     broadcasts: usize,
     idle: usize,
@@ -38,7 +38,7 @@ struct Sizes {
     calls: u32,
 }
 
-const FULL: Sizes = Sizes {
+pub(crate) const FULL: Sizes = Sizes {
     warmup: "2s",
     duration: "8s",
     conns: [100, 1000],
@@ -51,7 +51,7 @@ const FULL: Sizes = Sizes {
     calls: 300_000,
 };
 
-const SMOKE: Sizes = Sizes {
+pub(crate) const SMOKE: Sizes = Sizes {
     warmup: "200ms",
     duration: "500ms",
     conns: [4, 8],
@@ -82,7 +82,7 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 /// A server process, stopped (SIGTERM, then kill) when dropped.
 pub(crate) struct Server {
     pub(crate) child: Child,
-    name: String,
+    pub(crate) name: String,
 }
 
 impl Server {
@@ -115,14 +115,20 @@ impl Drop for Server {
     }
 }
 
-fn wait_listening(port: u16, server: &mut Server) -> anyhow::Result<()> {
+pub(crate) fn wait_listening(port: u16, server: &mut Server) -> anyhow::Result<()> {
+    wait_until(server, &format!("listening on {port}"), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+}
+
+/// Waits (up to 5 minutes: a first start may build guests) until `ready` holds; fails if
+/// `server` exits first.
+pub(crate) fn wait_until(server: &mut Server, what: &str, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !ready() {
         if let Ok(Some(status)) = server.child.try_wait() {
-            bail!("{} exited with {status} before listening", server.name);
+            bail!("{} exited with {status} before {what}", server.name);
         }
         if Instant::now() > deadline {
-            bail!("{} is not listening on {port}", server.name);
+            bail!("{} is not {what}", server.name);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -133,7 +139,7 @@ pub(crate) fn log_path(root: &Path, name: &str) -> PathBuf {
     root.join("target").join("bench").join(format!("{name}.log"))
 }
 
-fn log_file(root: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+pub(crate) fn log_file(root: &Path, name: &str) -> anyhow::Result<std::fs::File> {
     let dir = root.join("target").join("bench");
     std::fs::create_dir_all(&dir)?;
     Ok(std::fs::File::create(dir.join(format!("{name}.log")))?)
@@ -180,7 +186,7 @@ fn raw(root: &Path) -> anyhow::Result<(Server, u16, u16)> {
 }
 
 /// Runs the load generator as its own process and reads its JSON result.
-fn load(root: &Path, args: &[String], on_ready: impl FnOnce()) -> anyhow::Result<LoadResult> {
+pub(crate) fn load(root: &Path, args: &[String], on_ready: impl FnOnce()) -> anyhow::Result<LoadResult> {
     use std::io::BufRead;
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
@@ -211,7 +217,7 @@ fn load(root: &Path, args: &[String], on_ready: impl FnOnce()) -> anyhow::Result
     serde_json::from_str(&last).with_context(|| format!("load generator output {last:?}"))
 }
 
-fn echo_args(port: u16, transport: &str, conns: usize, route: &str, s: &Sizes) -> Vec<String> {
+pub(crate) fn echo_args(port: u16, transport: &str, conns: usize, route: &str, s: &Sizes) -> Vec<String> {
     [
         "--addr", &format!("127.0.0.1:{port}"), "--transport", transport, "--connections", &conns.to_string(),
         "--warmup", s.warmup, "--duration", s.duration, "--route", route, "--body-size", "64",
@@ -221,7 +227,7 @@ fn echo_args(port: u16, transport: &str, conns: usize, route: &str, s: &Sizes) -
     .collect()
 }
 
-fn ms(us: u64) -> String {
+pub(crate) fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
@@ -385,13 +391,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Replaces the generated part of a report file (between the `<!-- {marker}: begin/end -->`
-/// lines), keeping the rest; a new file is headed `# {title}`.
+/// lines), keeping the rest; a file without that part gets it at its end, a new file is headed
+/// `# {title}`.
 pub(crate) fn write_report(path: &Path, marker: &str, command: &str, body: &str, title: &str) -> anyhow::Result<()> {
     let (begin, end) = (format!("<!-- {marker}: begin -->"), format!("<!-- {marker}: end -->"));
     let existing = std::fs::read_to_string(path).unwrap_or_default();
     let generated = format!("{begin}\n`{command}`\n\n{body}{end}");
     let text = match (existing.find(&begin), existing.find(&end)) {
         (Some(a), Some(b)) if a < b => format!("{}{}{}", &existing[..a], generated, &existing[b + end.len()..]),
+        // A file without this report's part keeps what it has; the part goes at its end.
+        _ if !existing.trim().is_empty() => format!("{}\n\n{generated}\n", existing.trim_end()),
         _ => format!("# {title}\n\n{generated}\n"),
     };
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))

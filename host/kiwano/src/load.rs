@@ -70,7 +70,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut samples: Vec<u32>) -> Self {
+    pub(crate) fn of(mut samples: Vec<u32>) -> Self {
         if samples.is_empty() {
             return Self::default();
         }

@@ -10,6 +10,7 @@
 //! Logging follows `KIWANO_LOG` (an `EnvFilter` directive, default `info`).
 
 mod bench;
+mod bench_cluster;
 mod load;
 mod reliability;
 
@@ -98,6 +99,12 @@ enum Command {
     },
     /// Every benchmark scenario; tables printed and written to BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// The forward across processes over NATS vs raw NATS request/reply (needs nats-server and
+    /// etcd); written to BENCHMARKS.md.
+    BenchCluster(bench_cluster::ClusterBenchArgs),
+    /// Raw NATS responder used by bench-cluster.
+    #[command(hide = true)]
+    NatsEcho(bench_cluster::NatsEchoArgs),
     /// The hardening review's attacks and misbehaving guests; figures written to RELIABILITY.md.
     Reliability(reliability::ReliabilityArgs),
 }
@@ -143,6 +150,8 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Bench(args) => bench::run(&args),
+        Command::BenchCluster(args) => bench_cluster::run(&args),
+        Command::NatsEcho(args) => bench_cluster::nats_echo(&args),
         Command::Reliability(args) => reliability::run(&args),
         Command::Run { project, config, server_type, id, listen } => load(&project, config).and_then(|mut c| {
             if let Some(t) = server_type {

@@ -30,3 +30,27 @@ fn bench_smoke_runs_every_scenario() {
     assert!(report.contains("| tcp | 4 |") && report.contains("| ws | 8 |"), "{report}");
     let _ = std::fs::remove_file(out);
 }
+
+/// `kiwano bench-cluster --smoke` (nats-server and etcd from Debian's packages, installed by
+/// tests/setup.sh): the forward across processes and raw NATS, each without errors.
+#[test]
+fn bench_cluster_smoke_runs_every_path() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::env::temp_dir().join(format!("kiwano-bench-cluster-smoke-{}.md", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_kiwano"))
+        .args(["bench-cluster", "--smoke", "--root"])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("kiwano bench-cluster runs");
+    assert!(status.success(), "kiwano bench-cluster --smoke failed: {status}");
+    let report = std::fs::read_to_string(&out).expect("report written");
+    assert!(report.contains("## 7. A forwarded request across processes over NATS"), "{report}");
+    let rows: Vec<&str> = report.lines().filter(|l| l.starts_with("| raw NATS") || l.starts_with("| Kiwano forward")).collect();
+    assert_eq!(rows.len(), 3, "{report}");
+    for row in rows {
+        assert!(row.ends_with("| 0 |"), "errors in {row}");
+    }
+    let _ = std::fs::remove_file(out);
+}
