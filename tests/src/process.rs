@@ -70,6 +70,13 @@ address = "127.0.0.1:0"
     /// of `listen` (`tcp=127.0.0.1:0`…) and the config overrides `env` (`KIWANO_*`), logging to
     /// a file of its own; waits until it serves (registered in the cluster, listening).
     pub async fn start_server(project: &Path, server_type: &str, id: &str, listen: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut p = Self::spawn_server(project, server_type, id, listen, env);
+        p.wait_serving().await;
+        p
+    }
+
+    /// Like [`KiwanoProcess::start_server`], without waiting for it to serve.
+    pub fn spawn_server(project: &Path, server_type: &str, id: &str, listen: &[&str], env: &[(&str, &str)]) -> Self {
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("kiwano-node-{id}-{}-{n}", std::process::id()));
@@ -78,12 +85,19 @@ address = "127.0.0.1:0"
         for l in listen {
             args.extend(["--listen".to_owned(), (*l).to_owned()]);
         }
-        Self::spawn(dir, &args, env).await
+        Self::launch(dir, &args, env)
     }
 
     /// Runs the `kiwano` binary with `args`, logging to `dir/kiwano.log`, and waits until it
     /// logs that it serves.
     async fn spawn(dir: PathBuf, args: &[String], env: &[(&str, &str)]) -> Self {
+        let mut p = Self::launch(dir, args, env);
+        p.wait_serving().await;
+        p
+    }
+
+    /// Runs the `kiwano` binary with `args`, logging to `dir/kiwano.log`.
+    fn launch(dir: PathBuf, args: &[String], env: &[(&str, &str)]) -> Self {
         let log = std::fs::File::create(dir.join("kiwano.log")).expect("log file");
         let mut cmd = Command::new(kiwano_bin());
         // The test's own KIWANO_* variables (KIWANO_TEST_LOG…) would be refused as config keys.
@@ -98,17 +112,21 @@ address = "127.0.0.1:0"
             .stderr(Stdio::from(log))
             .spawn()
             .expect("kiwano starts");
-        let mut p = Self { child, dir, addresses: HashMap::new() };
+        Self { child, dir, addresses: HashMap::new() }
+    }
+
+    /// Waits until the process logs that it serves (at most 120 s); panics if it exits first.
+    /// Then its listening addresses are known.
+    pub async fn wait_serving(&mut self) {
         let start = tokio::time::Instant::now();
-        while !p.logs().contains("kiwano is serving") {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("kiwano exited with {status}:\n{}", p.logs());
+        while !self.logs().contains("kiwano is serving") {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("kiwano exited with {status}:\n{}", self.logs());
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "kiwano not serving:\n{}", p.logs());
+            assert!(start.elapsed() < Duration::from_secs(120), "kiwano not serving:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        p.addresses = listening(&p.logs());
-        p
+        self.addresses = listening(&self.logs());
     }
 
     /// The address of the acceptor of `kind` (`Tcp`, `Ws`).

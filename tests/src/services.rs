@@ -62,7 +62,12 @@ pub struct Nats {
 impl Nats {
     /// Starts one on a free port and waits until it listens.
     pub async fn start() -> Self {
-        let mut n = Self { child: None, port: free_port(), dir: fresh_dir("nats") };
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts one on `port` (a server may already be waiting for it there).
+    pub async fn start_on(port: u16) -> Self {
+        let mut n = Self { child: None, port, dir: fresh_dir("nats") };
         n.restart().await;
         n
     }
@@ -118,9 +123,14 @@ impl Etcd {
 
     /// Starts one with extra command-line flags (`--auto-compaction-retention=…`).
     pub async fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra).await
+    }
+
+    /// Starts one whose clients connect on `port`, with extra command-line flags.
+    pub async fn start_on(port: u16, extra: &[&str]) -> Self {
         let mut e = Self {
             child: None,
-            port: free_port(),
+            port,
             peer_port: free_port(),
             dir: fresh_dir("etcd"),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),

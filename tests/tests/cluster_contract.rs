@@ -11,7 +11,7 @@ use kiwano_cluster::nats::NatsSettings;
 use kiwano_cluster::{BoxFuture, Cluster, ClusterError, RpcHandler, ServerInfo, Settings, Store, messages};
 use kiwano_protocol::{CallChain, protos};
 use kiwano_tests::services::{Etcd, Nats};
-use kiwano_tests::{eventually, eventually_async};
+use kiwano_tests::{eventually, eventually_async, init_logs, logs};
 use parking_lot::Mutex;
 use prost::Message as _;
 
@@ -294,4 +294,33 @@ async fn a_silent_server_is_routed_around_then_tried_again() {
     c.discovery.deregister("room-1").await.unwrap();
     c.discovery.register(&r1).await.unwrap();
     assert_eq!(c.servers_of("room"), vec![r1, r2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_with_authentication_takes_user_and_password() {
+    init_logs();
+    let (nats, etcd) = (Nats::start().await, Etcd::start().await);
+    etcd.ctl(&["user", "add", "root", "--new-user-password=s3cret"]);
+    etcd.ctl(&["auth", "enable"]);
+    let mut s = settings(&nats, &etcd);
+    let with = |s: &mut Settings, password: &str| {
+        if let Some(e) = s.etcd.as_mut() {
+            e.credentials = Some(("root".into(), password.into()));
+            e.timeout = Duration::from_secs(1);
+        }
+    };
+    with(&mut s, "s3cret");
+    let c = Cluster::connect(&s).await.unwrap();
+    let fe = server("connector-auth", "connector", true);
+    let _serving = c.rpc.serve(&fe, recorder("connector-auth")).await.unwrap();
+    c.discovery.register(&fe).await.unwrap();
+    eventually("registered and seen", WAIT, || c.discovery.snapshot().get("connector-auth").is_some()).await;
+    c.groups.create("hall", None).await.unwrap();
+    c.bindings.put("connector", "alice", "connector-auth").await.unwrap();
+    assert_eq!(c.bindings.get("connector", "alice").await.unwrap().as_deref(), Some("connector-auth"));
+    // A wrong password is said plainly, naming the keys to fix, while it waits.
+    with(&mut s, "wrong");
+    let attempt = tokio::spawn(async move { Cluster::connect(&s).await.map(drop) });
+    eventually("the refusal logged", WAIT, || logs().contains("etcd refused the credentials of user \"root\" (cluster.etcd_user, cluster.etcd_password)")).await;
+    attempt.abort();
 }

@@ -397,4 +397,79 @@ async fn what_travels_on_nats_is_pitayas_protobuf() {
     assert_eq!(kick.user_id, "alice");
     let got = expect_closed(&mut alice, WAIT).await;
     assert!(got.iter().any(|p| p.kind == PacketType::Kick), "{got:?}");
+
+    // A forwarded session whose data is not a JSON object is refused, never read as `{}`
+    // (and written back over the frontend's data).
+    let nats = async_nats::connect(net.nats.url()).await.unwrap();
+    let mut bad = forward.clone();
+    if let Some(session) = bad.session.as_mut() {
+        session.data = b"[1,2]".to_vec();
+    }
+    let answer = nats.request("pitaya/servers/room/room-1", bad.encode_to_vec().into()).await.unwrap();
+    let error = protos::Response::decode(&answer.payload[..]).unwrap().error.expect("an error");
+    assert_eq!(error.code, "PIT-400", "{error:?}");
+    assert!(error.msg.starts_with("invalid session data from connector-1"), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_before_nats_and_etcd_waits_for_them() {
+    use kiwano_tests::services::{Etcd, Nats, free_port};
+    let project = test_project();
+    let (nats_port, etcd_port) = (free_port(), free_port());
+    let cache = root().join("target").join("test-cache").display().to_string();
+    let env = |nats: u16, etcd: u16| {
+        vec![
+            ("KIWANO_CLUSTER_NATS_URL".to_owned(), format!("nats://127.0.0.1:{nats}")),
+            ("KIWANO_CLUSTER_ETCD_ENDPOINTS".to_owned(), format!("[\"127.0.0.1:{etcd}\"]")),
+            ("KIWANO_CLUSTER_ETCD_TIMEOUT".to_owned(), "1s".to_owned()),
+            ("KIWANO_RUNTIME_CACHE_DIR".to_owned(), cache.clone()),
+        ]
+    };
+    let first = env(nats_port, etcd_port);
+    let first: Vec<(&str, &str)> = first.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut room = KiwanoProcess::spawn_server(&project, "room", "room-1", &[], &first);
+    // Nothing to connect to: it waits, and says so, for each.
+    eventually("retries logged", WAIT, || {
+        let logs = room.logs();
+        logs.contains("cannot reach NATS") && logs.contains("trying again in") && (logs.contains("cannot reach etcd") || logs.contains("etcd did not answer"))
+    })
+    .await;
+    // They come up: it serves, without a restart.
+    let (nats, etcd) = tokio::join!(Nats::start_on(nats_port), Etcd::start_on(etcd_port, &[]));
+    room.wait_serving().await;
+    assert!(etcd.ctl(&["get", "--prefix", "--keys-only", "pitaya/servers/"]).contains("pitaya/servers/room/room-1"));
+    drop(nats);
+
+    // A signal while it waits ends the wait, cleanly (Pitaya #461 panicked on a second one).
+    let other = env(free_port(), free_port());
+    let other: Vec<(&str, &str)> = other.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut waiting = KiwanoProcess::spawn_server(&project, "room", "room-2", &[], &other);
+    eventually("a retry logged", WAIT, || waiting.logs().contains("trying again in")).await;
+    waiting.signal("INT");
+    let status = waiting.wait(WAIT).await.expect("the wait ends on SIGINT");
+    assert!(status.success(), "{status}\n{}", waiting.logs());
+    assert!(waiting.logs().contains("stopped before serving"), "{}", waiting.logs());
+    assert!(!waiting.logs().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_frontend_registers_and_serves_like_any_other() {
+    let project = test_project();
+    let mut net = ClusterNet::start().await;
+    let tls = tls();
+    let (cert, key) = (tls.dir.join("cert.pem"), tls.dir.join("key.pem"));
+    let acceptors = format!(r#"[{{kind="wss",address="127.0.0.1:0",cert="{}",key="{}"}}]"#, cert.display(), key.display());
+    net.env.push(("KIWANO_SERVERS_GATE_ACCEPTORS".into(), acceptors));
+    let _room = net.server(&project, "room", "room-1", false).await;
+    // No --listen: the type's configured acceptors, here one WSS (Pitaya #488 never
+    // registered WSS frontends).
+    let env = net.overrides();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let gate = KiwanoProcess::start_server(&project, "gate", "gate-1", &[], &env).await;
+    let registered = net.registered();
+    let (_, descriptor) = registered.iter().find(|(k, _)| k == "pitaya/servers/gate/gate-1").expect("gate-1 registered");
+    assert_eq!(descriptor["frontend"], json!(true));
+    let mut c = Client::connect(gate.addr("Wss"), Transport::Wss, Some(&tls.client)).await.unwrap();
+    c.handshake(&json!({"sys": {}})).await.unwrap();
+    assert_eq!(join_as(&mut c, "wendy").await, json!({"members": []}));
 }

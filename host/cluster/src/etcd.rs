@@ -96,6 +96,16 @@ impl Etcd {
                     tracing::info!(endpoints = ?settings.endpoints, prefix = %settings.prefix, "connected to etcd");
                     return Self { client, prefix: settings.prefix.clone(), timeout: settings.timeout };
                 }
+                Ok(Err(e)) if e.to_string().contains("authentication failed") => {
+                    attempt += 1;
+                    let user = settings.credentials.as_ref().map_or("", |(u, _)| u.as_str());
+                    tracing::error!(
+                        endpoints = ?settings.endpoints,
+                        attempt,
+                        "etcd refused the credentials of user {user:?} (cluster.etcd_user, cluster.etcd_password): {e}; trying again in {:?}",
+                        backoff(attempt)
+                    );
+                }
                 Ok(Err(e)) => {
                     attempt += 1;
                     tracing::warn!(endpoints = ?settings.endpoints, attempt, "cannot reach etcd ({e}); trying again in {:?}", backoff(attempt));
