@@ -473,3 +473,31 @@ async fn a_wss_frontend_registers_and_serves_like_any_other() {
     c.handshake(&json!({"sys": {}})).await.unwrap();
     assert_eq!(join_as(&mut c, "wendy").await, json!({"members": []}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_granted_again_and_the_keys_written_again() {
+    let project = example();
+    let mut net = ClusterNet::start().await;
+    net.env.push(("KIWANO_CLUSTER_LEASE_TTL".into(), "3s".into()));
+    let room = net.server(&project, "room", "room-1", false).await;
+    let lease_of = |net: &ClusterNet| -> Option<i64> {
+        let kv: Value = serde_json::from_str(&net.etcd.ctl(&["get", "pitaya/servers/room/room-1", "-w", "json"])).ok()?;
+        kv["kvs"][0]["lease"].as_i64()
+    };
+    let lost = lease_of(&net).expect("room-1 registered under a lease");
+    // The lease goes (as after an etcd outage longer than its TTL): the key goes with it.
+    net.etcd.ctl(&["lease", "revoke", &format!("{lost:x}")]);
+    assert_eq!(lease_of(&net), None);
+    // The server notices at its next keep-alive (a third of the TTL) and registers again.
+    let start = tokio::time::Instant::now();
+    let again = loop {
+        if let Some(lease) = lease_of(&net) {
+            break lease;
+        }
+        assert!(start.elapsed() < WAIT, "room-1 never registered again:\n{}", room.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(again, lost);
+    let (_, descriptor) = net.registered().into_iter().find(|(k, _)| k == "pitaya/servers/room/room-1").expect("registered");
+    assert_eq!(descriptor["id"], json!("room-1"));
+}
