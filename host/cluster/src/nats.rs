@@ -149,10 +149,10 @@ async fn serve_loop(
                 let id = id.clone();
                 tokio::spawn(async move {
                     // Every request is answered exactly once, unless it could not be read.
-                    if let Some(response) = answer.await {
-                        if let Err(e) = client.publish(reply, response).await {
-                            tracing::warn!(server = %id, "nats: cannot publish a response: {e}");
-                        }
+                    if let Some(response) = answer.await
+                        && let Err(e) = client.publish(reply, response).await
+                    {
+                        tracing::warn!(server = %id, "nats: cannot publish a response: {e}");
                     }
                     drop(permit);
                 });

@@ -549,7 +549,8 @@ impl Config {
             return bad("protocol.dictionary".into(), "two routes share a code, or a route is empty");
         }
         let c = &self.cluster;
-        if c.distributed() != !c.etcd_endpoints.is_empty() {
+        let has_etcd = !c.etcd_endpoints.is_empty();
+        if c.distributed() != has_etcd {
             return if c.distributed() {
                 bad("cluster.etcd_endpoints".into(), "required with `cluster.nats_url`: discovery runs on etcd")
             } else {
