@@ -47,6 +47,21 @@ pub fn guest(package: &str) -> PathBuf {
     path
 }
 
+/// Builds the testbed guest again with `env` set at compile time (`TESTBED_VERSION`,
+/// `TESTBED_FAIL_INIT`), in a target dir of its own named `variant`; returns the component.
+pub fn testbed_variant(variant: &str, env: &[(&str, &str)]) -> PathBuf {
+    let target = root().join("target").join(format!("wasm-{variant}"));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(["build", "-q", "-p", "testbed-guest", "--target", "wasm32-wasip2", "--profile", "guest", "--target-dir"])
+        .arg(&target)
+        .envs(env.iter().copied())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building testbed variant {variant} failed");
+    target.join("wasm32-wasip2").join("guest").join("testbed_guest.wasm")
+}
+
 /// Captured log output of this test process (all tests of one binary share it).
 pub fn logs() -> String {
     String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(|e| e.into_inner())).into_owned()

@@ -75,6 +75,14 @@ address = "127.0.0.1:0"
         p
     }
 
+    /// Starts `kiwano run <project> <args>...` (logging under `project`), and waits until it
+    /// serves.
+    pub async fn run_project(project: &Path, args: &[&str]) -> Self {
+        let mut all = vec!["run".to_owned(), project.display().to_string()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        Self::spawn(project.to_path_buf(), &all, &[]).await
+    }
+
     /// Like [`KiwanoProcess::start_server`], without waiting for it to serve.
     pub fn spawn_server(project: &Path, server_type: &str, id: &str, listen: &[&str], env: &[(&str, &str)]) -> Self {
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

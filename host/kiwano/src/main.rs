@@ -67,6 +67,10 @@ enum Command {
         /// configured acceptors.
         #[arg(long, value_name = "KIND=ADDR", value_parser = parse_listen, requires = "server_type")]
         listen: Vec<(AcceptorKind, String)>,
+        /// Hot reload: rebuild a server type whose sources change (its `build` command), and
+        /// swap in its component whenever the file changes, while players stay connected.
+        #[arg(long)]
+        watch: bool,
     },
     /// Build the components of a project whose sources changed.
     Build {
@@ -153,11 +157,11 @@ fn main() -> ExitCode {
         Command::BenchCluster(args) => bench_cluster::run(&args),
         Command::NatsEcho(args) => bench_cluster::nats_echo(&args),
         Command::Reliability(args) => reliability::run(&args),
-        Command::Run { project, config, server_type, id, listen } => load(&project, config).and_then(|mut c| {
+        Command::Run { project, config, server_type, id, listen, watch } => load(&project, config).and_then(|mut c| {
             if let Some(t) = server_type {
                 c.single_server(&t, id, &listen)?;
             }
-            run(&project, c)
+            run(&project, c, watch)
         }),
         Command::Servers { project, config } => load(&project, config).map(|c| {
             for (name, st) in &c.servers {
@@ -197,12 +201,13 @@ fn parse_listen(s: &str) -> Result<(AcceptorKind, String), String> {
     Ok((kind.parse()?, address.to_owned()))
 }
 
-fn run(project: &Path, config: Config) -> anyhow::Result<()> {
+fn run(project: &Path, config: Config, watch: bool) -> anyhow::Result<()> {
     project::build_all(project, &config)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the I/O runtime")?;
     let clean = rt.block_on(async {
         let mut signals = Signals::new()?;
         // Starting may wait for NATS and etcd: a signal meanwhile stops the wait.
+        let watched = watch.then(|| config.servers.clone());
         let server = tokio::select! {
             server = Server::start(config, project) => server?,
             () = signals.next() => {
@@ -213,6 +218,10 @@ fn run(project: &Path, config: Config) -> anyhow::Result<()> {
         let ids: Vec<String> = server.server_ids().into_values().collect();
         let listening: Vec<String> = server.acceptors().iter().map(|a| format!("{} {} {}", a.server_type, a.kind, a.address)).collect();
         tracing::info!(servers = ?ids, ?listening, "kiwano is serving; SIGINT or SIGTERM stops it");
+        if let Some(servers) = watched {
+            let types = servers.into_iter().filter_map(|(name, st)| Some((server.versions(&name)?, name, st))).collect();
+            tokio::spawn(watch_types(project.to_owned(), types));
+        }
         signals.next().await;
         // A second signal ends the process at once.
         tokio::spawn(async move {
@@ -229,6 +238,43 @@ fn run(project: &Path, config: Config) -> anyhow::Result<()> {
         std::process::exit(0);
     }
     Ok(())
+}
+
+/// A component file's length and modification time: what tells a new build from the old.
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// `run --watch`: every second, rebuilds each server type whose sources changed (its `build`
+/// command) and hot-reloads the ones whose component file changed. A failed build or a refused
+/// component is logged; the running version keeps serving.
+async fn watch_types(project: PathBuf, types: Vec<(std::sync::Arc<kiwano_server::reload::Versions>, String, kiwano_server::config::ServerTypeConfig)>) {
+    let mut seen: Vec<_> = types.iter().map(|(_, _, st)| stamp(&Config::resolve(&project, &st.component))).collect();
+    tracing::info!(types = types.len(), "watching sources and components for hot reload");
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for ((versions, name, st), last) in types.iter().zip(seen.iter_mut()) {
+            if !st.build.is_empty() {
+                let (p, n, s) = (project.clone(), name.clone(), st.clone());
+                match tokio::task::spawn_blocking(move || project::build(&p, &n, &s)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(server_type = %name, "hot reload: the build failed, the running version keeps serving: {e}");
+                        continue;
+                    }
+                    Err(e) => tracing::error!(server_type = %name, "hot reload: the build panicked: {e}"),
+                }
+            }
+            let now = stamp(&Config::resolve(&project, &st.component));
+            if now.is_some() && now != *last {
+                *last = now;
+                // Refusals are logged by the reload itself.
+                let _ = versions.reload(name).await;
+            }
+        }
+    }
 }
 
 /// SIGINT and SIGTERM.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kiwano_protocol::RouteDictionary;
 use kiwano_protocol::handshake::HandshakeResponse;
-use kiwano_runtime::{Affinity, Component, HostServices, PoolConfig, Runtime, RuntimeConfig, ServerPool};
+use kiwano_runtime::{PoolConfig, Runtime, RuntimeConfig, ServerPool};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -24,6 +24,7 @@ use crate::bridge::Bridge;
 use crate::config::{AcceptorKind, AffinitySetting, Config};
 use crate::connection::{self, Dispatch, Net};
 use crate::node::Node;
+use crate::reload::{Loader, ReloadError, Versions};
 use crate::router::Router;
 use crate::services::{ClusterBinding, Services};
 use crate::session::SessionPool;
@@ -154,37 +155,30 @@ impl Server {
                 log_rate: st.log_rate,
                 remotes: false,
             };
-            let rt = runtime.clone();
-            let svc: Arc<dyn HostServices> = services.clone();
-            let remote_instances = st.remote_instances;
-            // Compiling a component is CPU work: keep it off the I/O threads.
-            type Pools = (Arc<ServerPool>, Option<Arc<ServerPool>>);
-            let (pool, remotes) = tokio::task::spawn_blocking(move || -> Result<Pools, kiwano_runtime::RuntimeError> {
-                let component = Component::load(&rt, &path)?;
-                let pool = ServerPool::start(&rt, &component, pool_config.clone(), svc.clone())?;
-                // Remotes get instances of their own: an RPC never waits behind client calls,
-                // and a handler's RPC to its own type cannot wait on itself.
-                let remotes = if pool.description().remotes.is_empty() {
-                    None
-                } else {
-                    let cfg = PoolConfig { instances: remote_instances, remotes: true, ..pool_config };
-                    Some(ServerPool::start(&rt, &component, cfg, svc)?)
-                };
-                Ok((pool, remotes))
-            })
-            .await
-            .map_err(|e| kiwano_runtime::RuntimeError::Instance { server_type: name.clone(), msg: e.to_string() })??;
-            let affinity = match st.parsed_affinity() {
-                Ok(AffinitySetting::Fixed(a)) => a,
-                _ => pool.description().affinity.clone().unwrap_or(Affinity::Session),
+            let fixed_affinity = match st.parsed_affinity() {
+                Ok(AffinitySetting::Fixed(a)) => Some(a),
+                _ => None,
             };
+            let loader = Loader {
+                path,
+                runtime: runtime.clone(),
+                pool_config,
+                remote_instances: st.remote_instances,
+                services: services.clone(),
+                fixed_affinity,
+            };
+            // Compiling a component is CPU work: keep it off the I/O threads.
+            let (first, loader) = tokio::task::spawn_blocking(move || loader.load(1).map(|v| (v, loader)))
+                .await
+                .map_err(|e| kiwano_runtime::RuntimeError::Instance { server_type: name.clone(), msg: e.to_string() })??;
             tracing::info!(
                 server_type = %name,
-                instances = pool.instances(),
-                handlers = pool.description().handlers.len(),
-                ?affinity,
+                instances = first.pool.instances(),
+                handlers = first.pool.description().handlers.len(),
+                affinity = ?first.affinity,
                 "server type ready"
             );
+            let versions = Arc::new(Versions::new(first, loader));
             let info = ServerInfo {
                 id: server_id.clone(),
                 server_type: name.clone(),
@@ -192,7 +186,7 @@ impl Server {
                 frontend: st.frontend,
                 hostname: hostname.clone(),
             };
-            let server_type = ServerType { name: name.clone(), id: server_id, pool, remotes, affinity, frontend: st.frontend, info };
+            let server_type = ServerType { name: name.clone(), id: server_id, versions, frontend: st.frontend, info };
             types.insert(name.clone(), Arc::new(server_type));
         }
         let p = &config.protocol;
@@ -251,7 +245,11 @@ impl Server {
             http = listener.local_addr().ok();
             let root = Config::resolve(project, &config.app.web_root);
             tracing::info!(address = ?http, root = %root.display(), "serving the web client under /web/");
-            accept_loops.spawn(crate::http::serve_http(listener, crate::http::router(root), net.shutdown.clone()));
+            let mut router = crate::http::router(root);
+            if !config.app.admin_token.is_empty() {
+                router = crate::http::with_admin(router, Arc::new(AdminTypes(shared.clone())), config.app.admin_token.clone());
+            }
+            accept_loops.spawn(crate::http::serve_http(listener, router, net.shutdown.clone()));
         }
         if let Some(groups) = cluster.memory_groups() {
             accept_loops.spawn(sweep_groups(groups.clone(), config.groups.sweep_interval, net.shutdown.clone()));
@@ -335,8 +333,29 @@ impl Server {
     }
 
     /// The pool of a server type.
-    pub fn pool(&self, server_type: &str) -> Option<&Arc<ServerPool>> {
-        self.shared.types.get(server_type).map(|t| &t.pool)
+    pub fn pool(&self, server_type: &str) -> Option<Arc<ServerPool>> {
+        self.shared.types.get(server_type).map(|t| t.current().pool.clone())
+    }
+
+    /// The version of `server_type`'s component serving now (1 at start, one more per hot
+    /// reload).
+    pub fn version(&self, server_type: &str) -> Option<u64> {
+        self.shared.types.get(server_type).map(|t| t.current().number)
+    }
+
+    /// The versions of `server_type`'s component, to reload it from elsewhere (a watcher).
+    pub fn versions(&self, server_type: &str) -> Option<Arc<Versions>> {
+        self.shared.types.get(server_type).map(|t| t.versions.clone())
+    }
+
+    /// Loads `server_type`'s component file again and swaps it in while the server keeps
+    /// serving (see [`crate::reload`]); the new version's number.
+    ///
+    /// # Errors
+    /// [`ReloadError`]: the running version keeps serving.
+    pub async fn reload(&self, server_type: &str) -> Result<u64, ReloadError> {
+        let t = self.shared.types.get(server_type).ok_or_else(|| ReloadError::UnknownType(server_type.to_owned()))?;
+        t.versions.reload(server_type).await
     }
 
     /// Stops accepting, lets connections finish their queued messages (bounded by
@@ -375,7 +394,8 @@ impl Server {
         drop(self.serving);
         self.shared.cluster.rpc.flush(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
         for t in self.shared.types.values() {
-            for pool in std::iter::once(&t.pool).chain(t.remotes.as_ref()) {
+            let version = t.current();
+            for pool in std::iter::once(&version.pool).chain(version.remotes.as_ref()) {
                 if tokio::time::timeout_at(deadline, pool.shutdown()).await.is_err() {
                     tracing::warn!(server_type = %t.name, "guest shutdown did not finish before the shutdown timeout");
                     clean = false;
@@ -384,6 +404,31 @@ impl Server {
         }
         tracing::info!("stopped");
         clean
+    }
+}
+
+/// The admin endpoints' view of the server types.
+struct AdminTypes(Arc<Shared>);
+
+impl crate::http::Admin for AdminTypes {
+    fn versions(&self) -> BTreeMap<String, u64> {
+        self.0.types.iter().map(|(name, t)| (name.clone(), t.current().number)).collect()
+    }
+
+    fn reload(&self, server_type: String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, (axum::http::StatusCode, String)>> + Send>> {
+        use axum::http::StatusCode;
+        let shared = self.0.clone();
+        Box::pin(async move {
+            let t = shared.types.get(&server_type).ok_or_else(|| (StatusCode::NOT_FOUND, ReloadError::UnknownType(server_type.clone()).to_string()))?;
+            t.versions.reload(&server_type).await.map_err(|e| {
+                let status = match e {
+                    ReloadError::Busy(_) => StatusCode::CONFLICT,
+                    ReloadError::UnknownType(_) => StatusCode::NOT_FOUND,
+                    ReloadError::Load(_) | ReloadError::Incompatible { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                (status, e.to_string())
+            })
+        })
     }
 }
 

@@ -78,11 +78,14 @@ pub struct AppConfig {
     pub http: String,
     /// Directory of the game's web client, relative to the project.
     pub web_root: String,
+    /// Bearer token of the admin endpoints of the HTTP listener (`/admin/…`: hot reload,
+    /// versions); empty: no admin endpoints.
+    pub admin_token: String,
 }
 
 impl Default for AppConfig {
     fn default() -> Self {
-        Self { id: String::new(), shutdown_timeout: Duration::from_secs(10), http: String::new(), web_root: "web".into() }
+        Self { id: String::new(), shutdown_timeout: Duration::from_secs(10), http: String::new(), web_root: "web".into(), admin_token: String::new() }
     }
 }
 

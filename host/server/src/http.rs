@@ -87,6 +87,53 @@ async fn serve(web: &Web, path: &str, req: Request) -> Response {
     }
 }
 
+/// What the admin endpoints act on: the server types' versions.
+pub trait Admin: Send + Sync + 'static {
+    /// The version each server type serves.
+    fn versions(&self) -> std::collections::BTreeMap<String, u64>;
+    /// Hot-reloads `server_type`: the new version's number, or why it was refused (`409` for a
+    /// reload already under way or an unknown type, `422` for a component refused).
+    fn reload(&self, server_type: String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, (StatusCode, String)>> + Send>>;
+}
+
+/// `router` with the admin endpoints, for callers with `Authorization: Bearer <token>`:
+/// `POST /admin/reload/{type}` and `GET /admin/versions` (JSON).
+pub fn with_admin(router: Router, admin: Arc<dyn Admin>, token: String) -> Router {
+    let token = Arc::new(format!("Bearer {token}"));
+    let authorized = move |req: &Request| req.headers().get(header::AUTHORIZATION).is_some_and(|v| v.as_bytes() == token.as_bytes());
+    let (a1, a2) = (authorized.clone(), authorized);
+    let admin2 = admin.clone();
+    router
+        .route(
+            "/admin/versions",
+            get(move |req: Request| async move {
+                if !a1(&req) {
+                    return (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
+                }
+                json(&admin.versions())
+            }),
+        )
+        .route(
+            "/admin/reload/{server_type}",
+            axum::routing::post(move |UrlPath(server_type): UrlPath<String>, req: Request| async move {
+                if !a2(&req) {
+                    return (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
+                }
+                match admin2.reload(server_type.clone()).await {
+                    Ok(version) => json(&serde_json::json!({"server_type": server_type, "version": version})),
+                    Err((status, why)) => (status, format!("{why}\n")).into_response(),
+                }
+            }),
+        )
+}
+
+fn json(value: &impl serde::Serialize) -> Response {
+    match serde_json::to_string(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown`.
 pub async fn serve_http(listener: TcpListener, router: Router, shutdown: CancellationToken) {
     let served = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await });

@@ -20,6 +20,7 @@ pub mod http;
 pub mod node;
 pub mod project;
 pub mod raw;
+pub mod reload;
 pub mod router;
 pub mod services;
 pub mod session;

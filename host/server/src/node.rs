@@ -136,7 +136,9 @@ async fn forwarded(
     let route = msg.route.as_str();
     let handler = own_route(route, &server.name);
     let notify = msg.r#type == protos::MsgType::MsgNotify as i32;
-    let Some(kind) = server.pool.description().handlers.get(handler) else {
+    let version = server.current();
+    let pool = version.pool.clone();
+    let Some(kind) = pool.description().handlers.get(handler) else {
         return Err(PitayaError::new(codes::NOT_FOUND, format!("pitaya/handler: {route} not found")));
     };
     if !notify && *kind == HandlerKind::Notify {
@@ -153,7 +155,7 @@ async fn forwarded(
         (&server.id, &server.name),
         shared.request_timeout,
     )?);
-    let key = match &server.affinity {
+    let key = match &version.affinity {
         Affinity::Session => Some(session_key),
         Affinity::Uid => Some(backend.uid().map_or(session_key, hash)),
         Affinity::DataField(f) => Some(backend.get(f).map_or(session_key, hash)),
@@ -161,7 +163,8 @@ async fn forwarded(
     };
     let handle: Arc<dyn SessionHandle> = backend.clone();
     let call = Call { route: handler.to_owned(), body: Bytes::from(msg.data), session: handle };
-    let result = server.pool.call_within(key, call, timeout).await;
+    drop(version);
+    let result = pool.call_within(key, call, timeout).await;
     // Data changed by the handler reaches the frontend before the response does.
     backend.flush().await;
     if notify {
@@ -218,7 +221,7 @@ async fn user(
         }
         route => {
             let remote = own_route(route, &server.name);
-            let pool = server.remotes.as_ref().filter(|p| p.description().remotes.contains(remote));
+            let pool = server.current().remotes.clone().filter(|p| p.description().remotes.contains(remote));
             let Some(pool) = pool else {
                 let mut e = PitayaError::new(codes::NOT_FOUND, "route not found");
                 e.metadata.insert("route".into(), remote.to_owned());

@@ -46,9 +46,10 @@ impl Dispatch for Router {
         let (shared, frontend, session) = (self.shared.clone(), self.frontend.clone(), session.clone());
         Box::pin(async move {
             let Some(server) = shared.types.get(&*frontend) else { return };
-            let key = affinity_key(&server.affinity, &session);
+            let version = server.current();
+            let key = affinity_key(&version.affinity, &session);
             let handle: Arc<dyn kiwano_runtime::SessionHandle> = session.clone();
-            if let Err(e) = server.pool.session_closed(key, handle).await {
+            if let Err(e) = version.pool.session_closed(key, handle).await {
                 tracing::warn!(session = session.id(), uid = session.uid(), server_type = %frontend, "on-session-close failed: {e}");
             }
         })
@@ -112,7 +113,7 @@ pub fn affinity_key(affinity: &Affinity, session: &Session) -> Option<u64> {
 pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: Message) {
     let request = msg.kind == MessageType::Request;
     let local = match prepare(shared, frontend, session, &msg) {
-        Ok(Prepared::Local(server, call)) => (server, call),
+        Ok(Prepared::Local(server, pool, call)) => (server, pool, call),
         Ok(Prepared::Forward(route)) => {
             let full = route.full();
             let result = forward(shared, frontend, session, &msg, &route).await;
@@ -120,8 +121,7 @@ pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, m
         }
         Err(e) => return answer(shared, session, &msg, &msg.route, Err(e)),
     };
-    let (server, (key, call)) = local;
-    let pool = server.pool.clone();
+    let (server, pool, (key, call)) = local;
     // The full route (`type.service.method`) is only needed for an error: made then.
     let (session2, wire, id, handler) = (session.clone(), shared.net.wire.clone(), msg.id, call.route.clone());
     let finish: kiwano_runtime::Finish = if request {
@@ -144,8 +144,9 @@ pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, m
 
 /// What a message turned out to need.
 enum Prepared<'a> {
-    /// A call to a server type of this process: its affinity key and the call.
-    Local(Arc<ServerType>, (Option<u64>, Call)),
+    /// A call to a server type of this process: the pool of the version serving it, its
+    /// affinity key and the call.
+    Local(Arc<ServerType>, Arc<kiwano_runtime::ServerPool>, (Option<u64>, Call)),
     /// A route of another server type.
     Forward(Route<'a>),
 }
@@ -159,16 +160,17 @@ fn prepare<'a>(shared: &Shared, frontend: &'a str, session: &Arc<Session>, msg: 
     let Some(server) = shared.types.get(route.server_type) else {
         return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
     };
-    let Some(kind) = server.pool.description().handlers.get(route.handler) else {
+    let version = server.current();
+    let Some(kind) = version.pool.description().handlers.get(route.handler) else {
         return Err(PitayaError::new(codes::NOT_FOUND, format!("pitaya/handler: {} not found", route.full())));
     };
     if msg.kind == MessageType::Request && *kind == HandlerKind::Notify {
         return Err(PitayaError::new(codes::BAD_REQUEST, format!("tried to request a notify route: {}", route.full())));
     }
-    let key = affinity_key(&server.affinity, session);
+    let key = affinity_key(&version.affinity, session);
     let handle: Arc<dyn kiwano_runtime::SessionHandle> = session.clone();
     let call = Call { route: route.handler.to_owned(), body: msg.data.clone(), session: handle };
-    Ok(Prepared::Local(server.clone(), (key, call)))
+    Ok(Prepared::Local(server.clone(), version.pool.clone(), (key, call)))
 }
 
 /// A guest call's result (of `handler` on `server`) as the client is to see it: the guest's

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiwano_cluster::{Cluster, ServerInfo};
-use kiwano_runtime::{Affinity, ServerPool};
 
 use crate::bridge::Bridge;
 use crate::connection::Net;
+use crate::reload::{Version, Versions};
 
 /// A server type hosted by this process.
 #[derive(Debug)]
@@ -18,16 +18,19 @@ pub struct ServerType {
     pub name: String,
     /// The id of this process's server of the type.
     pub id: String,
-    /// Its instances for client messages.
-    pub pool: Arc<ServerPool>,
-    /// Its instances for remotes (RPC), apart from handlers; `None` when it has no remotes.
-    pub remotes: Option<Arc<ServerPool>>,
-    /// How calls pick an instance.
-    pub affinity: Affinity,
+    /// Its component's versions: the one serving, and how to load the next (hot reload).
+    pub versions: Arc<Versions>,
     /// Whether clients connect to it.
     pub frontend: bool,
     /// The server as discovery announces it.
     pub info: ServerInfo,
+}
+
+impl ServerType {
+    /// The version serving now: a call takes it once, at its start, and keeps it.
+    pub fn current(&self) -> Arc<Version> {
+        self.versions.current()
+    }
 }
 
 /// State shared by the connections, the routers and the cluster handlers of the process.

@@ -133,6 +133,8 @@ struct Sum {
 
 fn handlers(s: Server) -> Server {
     s.request_raw("test.echo", |_, b| Ok(b.to_vec()))
+        // Which build this is (hot reload tests build the testbed again with TESTBED_VERSION).
+        .request_raw("test.version", |_, _| Ok(option_env!("TESTBED_VERSION").unwrap_or("1").as_bytes().to_vec()))
         .request_raw(
             "test.error",
             raw(|_, _| Err(Error::new("RH-001", "custom failure").with("failed", "bind").with("route", "test.error"))),
@@ -252,6 +254,9 @@ fn remotes(s: Server) -> Server {
 fn server() -> Server {
     remotes(handlers(Server::new()))
         .on_init(|info: &InitInfo| {
+            if option_env!("TESTBED_FAIL_INIT").is_some() {
+                return Err(Error::new("TB-INIT", "this build refuses to start (TESTBED_FAIL_INIT)"));
+            }
             INSTANCE.store(info.instance, Ordering::Relaxed);
             let _ = SERVER_ID.set(info.server_id.clone());
             log::debug(&format!("init {} instance {}", info.server_type, info.instance));
