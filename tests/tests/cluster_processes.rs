@@ -179,11 +179,9 @@ async fn a_killed_backend_fails_fast_and_traffic_moves_on() {
     let project = test_project();
     let mut net = ClusterNet::start().await;
     net.env.push(("KIWANO_CLUSTER_REQUEST_TIMEOUT".into(), "2s".into()));
-    let (room1, room2, connector) = tokio::join!(
-        net.server(&project, "room", "room-1", false),
-        net.server(&project, "room", "room-2", false),
-        net.server(&project, "connector", "connector-1", true),
-    );
+    // Backends first: a frontend reads discovery as it starts, the watch brings the rest.
+    let (room1, room2) = tokio::join!(net.server(&project, "room", "room-1", false), net.server(&project, "room", "room-2", false));
+    let connector = net.server(&project, "connector", "connector-1", true).await;
     let mut rooms = [Some(room1), Some(room2)];
     let mut clients = Vec::new();
     for _ in 0..8 {
@@ -254,7 +252,8 @@ async fn nats_and_etcd_restarts_are_survived_without_restarting_kiwano() {
     let project = test_project();
     let mut net = ClusterNet::start().await;
     net.env.push(("KIWANO_CLUSTER_REQUEST_TIMEOUT".into(), "1s".into()));
-    let (mut room1, connector) = tokio::join!(net.server(&project, "room", "room-1", false), net.server(&project, "connector", "connector-1", true));
+    let mut room1 = net.server(&project, "room", "room-1", false).await;
+    let connector = net.server(&project, "connector", "connector-1", true).await;
     let mut alice = connect(&connector, Transport::Tcp).await;
     join_as(&mut alice, "alice").await;
 
@@ -347,7 +346,8 @@ async fn what_travels_on_nats_is_pitayas_protobuf() {
     let project = test_project();
     let net = ClusterNet::start().await;
     let tap = NatsTap::start(&net.nats.url()).await;
-    let (_room, connector) = tokio::join!(net.server(&project, "room", "room-1", false), net.server(&project, "connector", "connector-1", true));
+    let _room = net.server(&project, "room", "room-1", false).await;
+    let connector = net.server(&project, "connector", "connector-1", true).await;
     let mut alice = connect(&connector, Transport::Tcp).await;
     join_as(&mut alice, "alice").await;
 

@@ -93,9 +93,10 @@ pub fn call_cost(runtime: &Runtime, component: &Component, route: &str, calls: u
     let timers = TimerHandle { timers: Arc::new(Timers::default()), tx, rt: None, count: Arc::default(), max: 1024 };
     let caller = Arc::new(Caller { server_type: "bench".into(), server_id: "bench-1".into() });
     let services: Arc<dyn HostServices> = Arc::new(NoServices);
-    let tag = Arc::new(Mutex::new(LogTag::new("bench", 0, 100)));
+    let limits = crate::host::CallLimits::default();
+    let tag = Arc::new(Mutex::new(LogTag::new("bench", 0, 100, &limits)));
     let make = || -> Result<(Store<HostState>, crate::bindings::Server), String> {
-        let state = HostState::new(tag.clone(), 64 << 20, services.clone(), caller.clone(), timers.clone());
+        let state = HostState::new(tag.clone(), 64 << 20, services.clone(), caller.clone(), timers.clone(), limits.clone());
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1_000_000);

@@ -221,13 +221,13 @@ pub(crate) struct LogTag {
 }
 
 impl LogTag {
-    pub(crate) fn new(server_type: &str, instance: u32, lines_per_second: u32) -> Self {
+    pub(crate) fn new(server_type: &str, instance: u32, lines_per_second: u32, limits: &CallLimits) -> Self {
         Self {
             server_type: server_type.into(),
             instance,
             route: String::new(),
             session: 0,
-            budget: OutputBudget::new(lines_per_second),
+            budget: OutputBudget::new(lines_per_second, (limits.log_lines, limits.log_bytes)),
         }
     }
 }
@@ -237,6 +237,10 @@ impl LogTag {
 /// reported in one line, at most once a second (the reports must not become the flood).
 #[derive(Debug, Clone)]
 pub(crate) struct OutputBudget {
+    /// Lines and bytes one call may emit (`CallLimits::log_lines`, `log_bytes`), and what the
+    /// call in progress emitted.
+    call_max: (u32, u64),
+    call_used: (u32, u64),
     rate: f64,
     tokens: f64,
     refilled: std::time::Instant,
@@ -250,18 +254,31 @@ pub(crate) struct OutputBudget {
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl OutputBudget {
-    fn new(lines_per_second: u32) -> Self {
+    fn new(lines_per_second: u32, call_max: (u32, u64)) -> Self {
         let rate = f64::from(lines_per_second.max(1));
-        Self { rate, tokens: rate, refilled: std::time::Instant::now(), dropped_lines: 0, dropped_bytes: 0, reported: None }
+        Self { call_max, call_used: (0, 0), rate, tokens: rate, refilled: std::time::Instant::now(), dropped_lines: 0, dropped_bytes: 0, reported: None }
+    }
+
+    /// A new call starts: its own lines and bytes count from zero.
+    pub(crate) fn new_call(&mut self) {
+        self.call_used = (0, 0);
     }
 
     /// Whether a line of `bytes` may be emitted now.
     fn admit(&mut self, bytes: usize) -> bool {
+        let (lines, total) = (self.call_used.0 + 1, self.call_used.1 + bytes as u64);
+        if lines > self.call_max.0 || total > self.call_max.1 {
+            self.dropped_lines += 1;
+            self.dropped_bytes += bytes as u64;
+            return false;
+        }
         let now = std::time::Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * self.rate).min(self.rate);
         self.refilled = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
+            // Only what is written counts against the call's own limits.
+            self.call_used = (lines, total);
             true
         } else {
             self.dropped_lines += 1;
@@ -299,6 +316,81 @@ pub(crate) struct HostState {
     pub deadline: Option<std::time::Instant>,
     /// The slicing of a call running on an I/O thread.
     pub inline: crate::pool::Inline,
+    /// What one call may do through the host, and what the call in progress did.
+    pub budget: CallBudget,
+}
+
+/// What one guest call may do through the host (per server type: `servers.<type>.max_*_per_call`).
+/// Past a limit the host function fails with `PIT-500` naming the limit (a timer is not set:
+/// `0`; a log line is dropped and counted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Pushes and kicks: one per session reached by `push`/`kick` of the call context, one per
+    /// uid given to `users.push`/`users.kick` (a group broadcast is a group operation).
+    pub pushes: u32,
+    /// RPCs (`rpc.call`, `rpc.call-to`).
+    pub rpcs: u32,
+    /// Group operations, broadcasts included.
+    pub group_ops: u32,
+    /// Timers set (`after`, `every`).
+    pub timers: u32,
+    /// Log records and stdout/stderr lines.
+    pub log_lines: u32,
+    /// Bytes of those.
+    pub log_bytes: u64,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        Self { pushes: 10_000, rpcs: 100, group_ops: 1000, timers: 100, log_lines: 1000, log_bytes: 1 << 20 }
+    }
+}
+
+/// The per-call counters against [`CallLimits`].
+#[derive(Debug, Clone, Default)]
+pub struct CallBudget {
+    /// The limits.
+    pub limits: CallLimits,
+    /// The server type (for messages).
+    pub server_type: Arc<str>,
+    used: [u64; 4],
+}
+
+/// What a call spends.
+#[derive(Debug, Clone, Copy)]
+enum Spend {
+    Pushes,
+    Rpcs,
+    GroupOps,
+    Timers,
+}
+
+impl CallBudget {
+    /// A call starts.
+    pub(crate) fn reset(&mut self) {
+        self.used = [0; 4];
+    }
+
+    /// Spends `n` of `what`; the error names the limit and its config key when the call would
+    /// pass it (nothing is spent then).
+    fn spend(&mut self, what: Spend, n: u64) -> Result<(), types::Error> {
+        let (max, name, key) = match what {
+            Spend::Pushes => (self.limits.pushes, "pushes and kicks", "max_pushes_per_call"),
+            Spend::Rpcs => (self.limits.rpcs, "RPCs", "max_rpcs_per_call"),
+            Spend::GroupOps => (self.limits.group_ops, "group operations", "max_group_ops_per_call"),
+            Spend::Timers => (self.limits.timers, "timers", "max_timers_per_call"),
+        };
+        let used = &mut self.used[what as usize];
+        if *used + n > u64::from(max) {
+            return Err(types::Error {
+                code: "PIT-500".into(),
+                msg: format!("call limit reached: at most {max} {name} in one call (servers.{}.{key})", self.server_type),
+                metadata: Vec::new(),
+            });
+        }
+        *used += n;
+        Ok(())
+    }
 }
 
 impl WasiView for HostState {
@@ -314,7 +406,9 @@ impl HostState {
         services: Arc<dyn HostServices>,
         caller: Arc<Caller>,
         timers: TimerHandle,
+        limits: CallLimits,
     ) -> Self {
+        let server_type = tag.lock().server_type.clone();
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput { tag: tag.clone(), stream: "stdout", line: Vec::new() })
             .stderr(GuestOutput { tag: tag.clone(), stream: "stderr", line: Vec::new() })
@@ -332,6 +426,7 @@ impl HostState {
             chain: CallChain::default(),
             me: None,
             deadline: None,
+            budget: CallBudget { limits, server_type, used: [0; 4] },
         }
     }
 
@@ -412,7 +507,8 @@ pub(crate) fn report_dropped(tag: &mut LogTag) {
         let (t, i, r, s, rate) = (&*tag.server_type, tag.instance, tag.route.as_str(), tag.session, tag.budget.rate);
         tracing::warn!(
             target: "guest", server_type = t, instance = i, route = r, session = s,
-            "guest output over its limit of {rate} lines/s: {lines} lines ({bytes} bytes) dropped"
+            "guest output over its limit of {rate} lines/s: {lines} lines ({bytes} bytes) dropped (or over the {} lines or {} bytes one call may write)",
+            tag.budget.call_max.0, tag.budget.call_max.1
         );
     }
 }
@@ -430,20 +526,23 @@ impl log::Host for HostState {
 
 impl users::Host for HostState {
     fn push(&mut self, route: String, body: Vec<u8>, uids: Vec<String>) -> Result<Vec<String>, types::Error> {
+        self.budget.spend(Spend::Pushes, uids.len() as u64)?;
         self.services.push_to_users(&route, &body, &uids).map_err(Into::into)
     }
 
     fn kick(&mut self, uids: Vec<String>) -> Result<Vec<String>, types::Error> {
+        self.budget.spend(Spend::Pushes, uids.len() as u64)?;
         self.services.kick_users(&uids).map_err(Into::into)
     }
 }
 
 impl HostState {
-    fn group(&self, op: GroupOp<'_>) -> Result<GroupReply, types::Error> {
+    fn group(&mut self, op: GroupOp<'_>) -> Result<GroupReply, types::Error> {
+        self.budget.spend(Spend::GroupOps, 1)?;
         self.services.group(op).map_err(Into::into)
     }
 
-    fn group_done(&self, op: GroupOp<'_>) -> Result<(), types::Error> {
+    fn group_done(&mut self, op: GroupOp<'_>) -> Result<(), types::Error> {
         self.group(op).map(drop)
     }
 }
@@ -512,6 +611,9 @@ impl HostState {
         body: &[u8],
         timeout_ms: Option<u32>,
     ) -> wasmtime::Result<Result<Vec<u8>, types::Error>> {
+        if let Err(e) = self.budget.spend(Spend::Rpcs, 1) {
+            return Ok(Err(e));
+        }
         let asked = timeout_ms.map_or(DEFAULT_RPC_TIMEOUT, |ms| std::time::Duration::from_millis(u64::from(ms)));
         let left = self.deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         let (timeout, cut) = match left {
@@ -551,6 +653,10 @@ impl rpc::Host for HostState {
 
 impl HostState {
     fn timer(&mut self, ms: u64, repeat: bool, payload: Vec<u8>) -> u64 {
+        if let Err(e) = self.budget.spend(Spend::Timers, 1) {
+            emit(&mut self.tag.lock(), types::Level::Warn, &format!("timer not set: {}", e.msg));
+            return 0;
+        }
         let id = self.timers.start(std::time::Duration::from_millis(ms), repeat, payload);
         if id == 0 {
             let max = self.timers.max;
@@ -612,10 +718,12 @@ impl context::HostCallContext for HostState {
     }
 
     fn push(&mut self, ctx: Resource<CallToken>, route: String, body: Vec<u8>) -> Result<(), types::Error> {
+        self.budget.spend(Spend::Pushes, 1)?;
         self.with(&ctx, |s| s.push(&route, &body))
     }
 
     fn kick(&mut self, ctx: Resource<CallToken>) -> Result<(), types::Error> {
+        self.budget.spend(Spend::Pushes, 1)?;
         self.with(&ctx, |s| s.kick())
     }
 

@@ -31,5 +31,5 @@ pub use component::Component;
 pub use io::blocking;
 pub use engine::{Runtime, RuntimeConfig, RuntimeError, RuntimeStats};
 pub use pool::PoolStats;
-pub use host::{CallChain, Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
+pub use host::{CallChain, CallLimits, Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
 pub use pool::{Affinity, Call, CallError, Description, Finish, HandlerKind, PoolConfig, ServerPool};

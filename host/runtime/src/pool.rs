@@ -61,6 +61,8 @@ pub struct PoolConfig {
     pub max_timers: usize,
     /// Log records and stdout/stderr lines one instance may emit per second.
     pub log_rate: u32,
+    /// What one call may do through the host.
+    pub call_limits: crate::host::CallLimits,
     /// Whether this pool serves remotes: its instances are named in the call chain of the RPCs
     /// they make, so a remote never waits on an instance that waits on it.
     pub remotes: bool,
@@ -514,7 +516,7 @@ impl Worker {
         stats: Arc<PoolStats>,
         env: InstanceEnv,
     ) -> Self {
-        let tag = LogTag::new(&config.server_type, index, config.log_rate);
+        let tag = LogTag::new(&config.server_type, index, config.log_rate, &config.call_limits);
         let deadline_ticks = ticks(config.call_timeout);
         Self {
             env,
@@ -535,6 +537,7 @@ impl Worker {
         tag.route.clear();
         tag.route.push_str(route);
         tag.session = session;
+        tag.budget.new_call();
     }
 
     /// Creates a fresh instance and runs its `init`.
@@ -546,6 +549,7 @@ impl Worker {
             self.env.services.clone(),
             self.env.caller.clone(),
             self.env.timers.clone(),
+            self.config.call_limits.clone(),
         );
         if self.config.remotes {
             state.me = Some(format!("{}#r{}", self.config.server_id, self.index).into());
@@ -691,6 +695,7 @@ impl Worker {
         let data = slot.store.data_mut();
         data.call = session.cloned();
         data.limits.hit = false;
+        data.budget.reset();
         data.chain = chain;
         data.deadline = Some(std::time::Instant::now() + self.config.call_timeout);
         data.inline = if inline { Inline::slices(self.deadline_ticks) } else { Inline::default() };
@@ -735,6 +740,7 @@ impl Worker {
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();
         data.limits.hit = false;
+        data.budget.reset();
         data.chain = CallChain::default();
         data.deadline = Some(std::time::Instant::now() + self.config.call_timeout);
         data.inline = Inline::default();

@@ -153,6 +153,14 @@ impl Server {
                 config_json: serde_json::to_string(&st.config).unwrap_or_else(|_| "{}".into()),
                 max_timers: st.max_timers,
                 log_rate: st.log_rate,
+                call_limits: kiwano_runtime::CallLimits {
+                    pushes: st.max_pushes_per_call,
+                    rpcs: st.max_rpcs_per_call,
+                    group_ops: st.max_group_ops_per_call,
+                    timers: st.max_timers_per_call,
+                    log_lines: st.max_log_lines_per_call,
+                    log_bytes: st.max_log_bytes_per_call,
+                },
                 remotes: false,
             };
             let fixed_affinity = match st.parsed_affinity() {

@@ -346,6 +346,18 @@ pub struct ServerTypeConfig {
     /// Log records and stdout/stderr lines one instance may emit per second (bursts of up to a
     /// second's worth); the rest are dropped and counted.
     pub log_rate: u32,
+    /// Pushes and kicks one call may make (one per session or uid reached).
+    pub max_pushes_per_call: u32,
+    /// RPCs one call may make.
+    pub max_rpcs_per_call: u32,
+    /// Group operations (broadcasts included) one call may make.
+    pub max_group_ops_per_call: u32,
+    /// Timers one call may set.
+    pub max_timers_per_call: u32,
+    /// Log records and stdout/stderr lines one call may emit.
+    pub max_log_lines_per_call: u32,
+    /// Bytes of those.
+    pub max_log_bytes_per_call: u64,
     /// Free-form table given to the guest's `init` as JSON.
     pub config: toml::Table,
     /// Where clients connect.
@@ -375,6 +387,12 @@ impl Default for ServerTypeConfig {
             max_response: 1 << 20,
             max_timers: 1024,
             log_rate: 100,
+            max_pushes_per_call: 10_000,
+            max_rpcs_per_call: 100,
+            max_group_ops_per_call: 1000,
+            max_timers_per_call: 100,
+            max_log_lines_per_call: 1000,
+            max_log_bytes_per_call: 1 << 20,
             config: toml::Table::new(),
             acceptors: Vec::new(),
             max_connections: 100_000,

@@ -189,6 +189,7 @@ fn handlers(s: Server) -> Server {
         })
         .notify_raw("test.notify", |ctx, b| ctx.push_raw("onNotify", b))
         .request("test.group", group)
+        .request("test.flood", flood)
         .request("test.pushusers", |_, c: PushCmd| users::push_raw(&c.route, c.body.as_bytes(), &c.uids))
         .request("test.kickusers", |_, uids: Vec<String>| users::kick(&uids))
         .request("test.rpc", call_rpc)
@@ -234,6 +235,46 @@ fn handlers(s: Server) -> Server {
             Ok(bytes) => Ok(bytes),
             Err(e) => Err(Error::new("RH-004", e.to_string())),
         })
+}
+
+/// `test.flood`: `{"what","n"}` — does `n` pushes, RPCs, group operations, timers or log lines
+/// in one call; answers how many went through and the first call-limit error, if any.
+#[derive(serde::Deserialize)]
+struct Flood {
+    what: String,
+    n: u32,
+}
+
+fn flood(ctx: &Context, f: Flood) -> Result<Value, Error> {
+    let mut done = 0;
+    for i in 0..f.n {
+        let r = match f.what.as_str() {
+            "push" => ctx.push_raw("onFlood", i.to_string().as_bytes()),
+            "rpc" => rpc::call_to_raw(SERVER_ID.get().map_or("", String::as_str), "testbed.remote.whoami", b"", None).map(drop),
+            // Any answer but the limit's is a group operation that went through.
+            "group" => match groups::contains("flood", "x") {
+                Err(e) if e.msg.starts_with("call limit") => Err(e),
+                _ => Ok(()),
+            },
+            "timer" => match timers::after(Duration::from_secs(600), b"flood") {
+                Ok(0) | Err(_) => Err(Error::new("TIMER", "not set")),
+                Ok(id) => {
+                    timers::cancel(id);
+                    Ok(())
+                }
+            },
+            "log" => {
+                log::info(&format!("flood line {i}"));
+                Ok(())
+            }
+            other => return Err(Error::bad_request(format!("unknown flood {other}"))),
+        };
+        match r {
+            Ok(()) => done += 1,
+            Err(e) => return Ok(json!({"done": done, "error": format!("{} {}", e.code, e.msg)})),
+        }
+    }
+    Ok(json!({"done": done}))
 }
 
 fn remotes(s: Server) -> Server {

@@ -1,0 +1,55 @@
+//! What one guest call may do through the host: pushes, RPCs, group operations, timers and log
+//! lines are counted per call against `servers.<type>.max_*_per_call`; past a limit the host
+//! function fails with an error naming the limit (a timer is not set, a log line is dropped),
+//! and the next call starts from zero.
+
+use kiwano_tests::*;
+use serde_json::{Value, json};
+
+async fn flood(c: &mut Client, what: &str, n: u32) -> Value {
+    ok_json(c, "test.flood", json!({"what": what, "n": n})).await
+}
+
+fn limit(n: u32, what: &str, key: &str) -> String {
+    format!("PIT-500 call limit reached: at most {n} {what} in one call (servers.testbed.{key})")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_is_held_to_its_limits_through_the_host() {
+    let s = TestServer::with(TestConfig {
+        testbed: [
+            "instances = 1",
+            "max_pushes_per_call = 3",
+            "max_rpcs_per_call = 2",
+            "max_group_ops_per_call = 4",
+            "max_timers_per_call = 2",
+            "max_log_lines_per_call = 3",
+        ]
+        .join("\n"),
+        ..Default::default()
+    })
+    .await;
+    let mut c = s.client(Transport::Tcp).await;
+
+    // Pushes: three reach the client, the fourth is refused with the limit's name.
+    assert_eq!(flood(&mut c, "push", 5).await, json!({"done": 3, "error": limit(3, "pushes and kicks", "max_pushes_per_call")}));
+    for i in 0..3 {
+        let m = c.next_message().await.unwrap();
+        assert_eq!((m.route.as_str(), String::from_utf8_lossy(&m.data).into_owned()), ("onFlood", i.to_string()));
+    }
+    // The next call starts from zero.
+    assert_eq!(flood(&mut c, "push", 3).await, json!({"done": 3}));
+    let _ = c.take_queued();
+
+    assert_eq!(flood(&mut c, "rpc", 3).await, json!({"done": 2, "error": limit(2, "RPCs", "max_rpcs_per_call")}));
+    assert_eq!(flood(&mut c, "group", 6).await, json!({"done": 4, "error": limit(4, "group operations", "max_group_ops_per_call")}));
+    assert_eq!(flood(&mut c, "timer", 3).await, json!({"done": 2, "error": "TIMER not set"}));
+    assert!(logs().contains(&format!("timer not set: {}", limit(2, "timers", "max_timers_per_call").trim_start_matches("PIT-500 "))));
+
+    // Log lines past the call's limit are dropped (and counted), not written.
+    assert_eq!(flood(&mut c, "log", 10).await, json!({"done": 10}));
+    let written = logs().lines().filter(|l| l.contains("flood line")).count();
+    assert_eq!(written, 3, "{}", logs());
+    // The server serves on.
+    assert_eq!(&c.request("test.echo", b"still here").await.unwrap().data[..], b"still here");
+}
