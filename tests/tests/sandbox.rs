@@ -53,3 +53,21 @@ async fn each_call_is_held_to_its_limits_through_the_host() {
     // The server serves on.
     assert_eq!(&c.request("test.echo", b"still here").await.unwrap().data[..], b"still here");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_fails_that_call_and_the_next_is_served() {
+    // A small native stack for wasm (`runtime.max_wasm_stack`), so that it, not the guest's own
+    // stack in its linear memory, is what runs out.
+    let s = TestServer::with(TestConfig { testbed: "instances = 1".into(), extra: "max_wasm_stack = 65536".into(), ..Default::default() }).await;
+    let mut c = s.client(Transport::Tcp).await;
+    assert_eq!(&c.request("test.recurse", b"100").await.unwrap().data[..], b"100");
+    // Past it: that call fails, the instance is rebuilt, the server serves on.
+    let e = error_of(&c.request("test.recurse", b"5000").await.unwrap());
+    assert_eq!((e.code.as_str(), e.msg.as_str()), ("PIT-500", "internal error handling testbed.test.recurse"));
+    assert!(logs().contains("call stack exhausted"), "the cause is logged");
+    assert_eq!(&c.request("test.recurse", b"100").await.unwrap().data[..], b"100");
+    // Deeper than the guest's own stack (1 MiB of its linear memory): a trap too, alone.
+    let e = error_of(&c.request("test.recurse", b"10000000").await.unwrap());
+    assert_eq!(e.code, "PIT-500");
+    assert_eq!(&c.request("test.echo", b"served").await.unwrap().data[..], b"served");
+}

@@ -21,11 +21,15 @@ pub struct RuntimeConfig {
     pub max_memory: usize,
     /// Directory of the compiled-component cache; `None`: compile every time.
     pub cache_dir: Option<PathBuf>,
+    /// Bytes of native stack wasm code may use in one call; deeper recursion traps (the call
+    /// fails with `PIT-500`, the instance is rebuilt). One value for the engine: wasmtime sets
+    /// it per engine, not per instance.
+    pub max_wasm_stack: usize,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { max_instances: 128, max_memory: 1 << 30, cache_dir: None }
+        Self { max_instances: 128, max_memory: 1 << 30, cache_dir: None, max_wasm_stack: 512 << 10 }
     }
 }
 
@@ -98,7 +102,11 @@ impl Runtime {
             // The world is synchronous; CM-async task state would cost every call (wasmtime #12836).
             .concurrency_support(false)
             .memory_init_cow(true)
-            .max_wasm_stack(512 << 10)
+            .max_wasm_stack(config.max_wasm_stack)
+            // Untrusted code is compiled by Cranelift, never by Winch, and without the
+            // proposals with recent sandbox advisories (GC, component-model async: above).
+            .strategy(wasmtime::Strategy::Cranelift)
+            .wasm_gc(false)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         let slots = config.max_instances.max(2);
         let mut pool = PoolingAllocationConfig::new();

@@ -117,6 +117,7 @@ impl Server {
             max_instances: config.runtime.max_instances,
             max_memory: config.runtime.max_memory,
             cache_dir,
+            max_wasm_stack: config.runtime.max_wasm_stack,
         })?;
         let sessions = Arc::new(SessionPool::default());
         // Waits for NATS and etcd (logging each attempt) when the config names them.

@@ -304,11 +304,13 @@ pub struct RuntimeSection {
     pub max_memory: usize,
     /// Compiled-component cache, relative to the project; empty: no cache.
     pub cache_dir: String,
+    /// Native stack wasm code may use in one call, in bytes; deeper recursion traps.
+    pub max_wasm_stack: usize,
 }
 
 impl Default for RuntimeSection {
     fn default() -> Self {
-        Self { max_instances: 128, max_memory: 1 << 30, cache_dir: ".kiwano/cache".into() }
+        Self { max_instances: 128, max_memory: 1 << 30, cache_dir: ".kiwano/cache".into(), max_wasm_stack: 512 << 10 }
     }
 }
 
@@ -626,6 +628,9 @@ impl Config {
             }
             if s.remote_instances == 0 {
                 return bad(key("remote_instances"), "must be at least 1");
+            }
+            if self.runtime.max_wasm_stack < 64 << 10 {
+                return bad("runtime.max_wasm_stack".into(), "must be at least 65536 bytes");
             }
             if s.call_timeout.is_zero() {
                 return bad(key("call_timeout"), "must be more than 0");

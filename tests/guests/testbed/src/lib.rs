@@ -190,6 +190,7 @@ fn handlers(s: Server) -> Server {
         .notify_raw("test.notify", |ctx, b| ctx.push_raw("onNotify", b))
         .request("test.group", group)
         .request("test.flood", flood)
+        .request_raw("test.recurse", |_, b| Ok(depth(number(b)).to_string().into_bytes()))
         .request("test.pushusers", |_, c: PushCmd| users::push_raw(&c.route, c.body.as_bytes(), &c.uids))
         .request("test.kickusers", |_, uids: Vec<String>| users::kick(&uids))
         .request("test.rpc", call_rpc)
@@ -243,6 +244,12 @@ fn handlers(s: Server) -> Server {
 struct Flood {
     what: String,
     n: u32,
+}
+
+/// Recursion `n` deep, each frame holding some stack (kept by `black_box`).
+fn depth(n: u64) -> u64 {
+    let frame = std::hint::black_box([n; 16]);
+    if n == 0 { 0 } else { std::hint::black_box(depth(n - 1) + frame[3] - n + 1) }
 }
 
 fn flood(ctx: &Context, f: Flood) -> Result<Value, Error> {
