@@ -1,5 +1,7 @@
 //! examples/chat is Pitaya's chat demo: several WebSocket clients join, see the members, are
-//! told of new users, exchange messages, and leave the room when they disconnect.
+//! told of new users, exchange messages, and leave the room when they disconnect. The same
+//! room written in Python (examples/chat-python) and JavaScript (examples/chat-js) with their
+//! SDKs serves the same bytes.
 
 use std::time::Duration;
 
@@ -28,7 +30,16 @@ async fn push(c: &mut Client) -> (String, String) {
 
 #[tokio::test]
 async fn chat_flow_with_several_websocket_clients() {
-    let server = start_example("chat").await;
+    chat_flow("chat").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_room_serves_the_same_bytes() {
+    chat_flow("chat-python").await;
+}
+
+async fn chat_flow(example: &str) {
+    let server = start_example(example).await;
     let addr = server.address("chat", AcceptorKind::Ws).unwrap().to_string();
 
     let (mut a, members) = joined(&addr).await;

@@ -72,3 +72,17 @@ async fn javascript_guest_on_the_wire() {
     let s = server(kiwano_tests::polyglot::js_guest()).await;
     check(&s, "JS-001", "javascript").await;
 }
+
+/// The Python SDK's own tests (with its in-memory host) and the Python chat room's.
+#[test]
+fn the_python_sdk_and_its_example_pass_their_own_tests() {
+    for dir in ["guest-sdk/python/tests", "examples/chat-python/tests"] {
+        let out = std::process::Command::new("python3")
+            .current_dir(root())
+            .args(["-m", "unittest", "discover", "-s", dir])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "{dir}:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
