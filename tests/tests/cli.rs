@@ -1,4 +1,5 @@
-//! What the `kiwano` binary prints when it cannot start, and how its log looks when redirected.
+//! What the `kiwano` binary prints when it cannot start, how its log looks when redirected, and
+//! the projects `kiwano new` makes.
 
 use std::process::Command;
 
@@ -53,4 +54,36 @@ fn a_memory_limit_above_the_engine_maximum_is_refused_naming_both_keys() {
         output.contains("config key `servers.testbed.memory_limit`: 2147483648 bytes is more than `runtime.max_memory` (1073741824 bytes)"),
         "{output}"
     );
+}
+
+/// `kiwano new <dir> --lang …` makes a project that builds and serves as it is, anywhere.
+async fn new_project_serves(lang: &str) {
+    let parent = std::env::temp_dir().join(format!("kiwano-new-{lang}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&parent);
+    std::fs::create_dir_all(&parent).unwrap();
+    let dir = parent.join("hello");
+    let out = std::process::Command::new(kiwano_tests::process::kiwano_bin()).args(["new", "--lang", lang]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.join("README.md").exists() && dir.join("kiwano.toml").exists());
+    // Refuses to write over a project.
+    let again = std::process::Command::new(kiwano_tests::process::kiwano_bin()).args(["new", "--lang", lang]).arg(&dir).output().unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("exists and is not empty"));
+    let p = kiwano_tests::process::KiwanoProcess::run_project(&dir, &["--type", "hello", "--listen", "tcp=127.0.0.1:0"]).await;
+    let mut c = Client::connect(p.addr("Tcp"), Transport::Tcp, None).await.unwrap();
+    c.handshake(&serde_json::json!({"sys": {}})).await.unwrap();
+    assert_eq!(ok_json(&mut c, "hello.hello", serde_json::json!({"name": "ada"})).await, serde_json::json!({"message": "hello ada"}));
+    assert_eq!(ok_json(&mut c, "hello.count", serde_json::json!({})).await, serde_json::json!({"count": 1}));
+    assert_eq!(ok_json(&mut c, "hello.count", serde_json::json!({})).await, serde_json::json!({"count": 2}));
+    drop(p);
+    let _ = std::fs::remove_dir_all(&parent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kiwano_new_makes_a_rust_project_that_serves() {
+    new_project_serves("rust").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kiwano_new_makes_a_python_project_that_serves() {
+    new_project_serves("python").await;
 }

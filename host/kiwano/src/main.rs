@@ -12,6 +12,7 @@
 mod bench;
 mod bench_cluster;
 mod load;
+mod new;
 mod reliability;
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,15 @@ enum Command {
         /// The config file, if not <project>/kiwano.toml.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Create a project that builds and runs as it is: one frontend server type named after
+    /// the directory, in Rust, Python or JavaScript.
+    New {
+        /// The project directory to create (its name is the server type's).
+        dir: PathBuf,
+        /// The guest's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new::Lang,
     },
     /// The server types of a project, one line each: `<type> frontend|backend
     /// [<kind>=<ip:port>]...` (the acceptors, as `run --listen` takes them). For scripts that
@@ -163,6 +173,7 @@ fn main() -> ExitCode {
             }
             run(&project, c, watch)
         }),
+        Command::New { dir, lang } => new::create(&dir, lang),
         Command::Servers { project, config } => load(&project, config).map(|c| {
             for (name, st) in &c.servers {
                 let role = if st.frontend { "frontend" } else { "backend" };
