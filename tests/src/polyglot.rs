@@ -40,6 +40,23 @@ pub fn js_guest() -> PathBuf {
     BUILT.get_or_init(build).clone()
 }
 
+/// A Python guest of `tests/polyglot/<name>/app.py` written with the Kiwano Python SDK, built
+/// with componentize-py (at most once per test process).
+pub fn python_app(name: &'static str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(name)
+        .or_insert_with(|| {
+            build(name, "guest-sdk/python/build.sh", |script, src, out| {
+                let mut cmd = Command::new("bash");
+                cmd.arg(script).arg(src).arg("app").arg(out);
+                cmd
+            })
+        })
+        .clone()
+}
+
 /// Builds `target/polyglot/<name>.wasm` from `tests/polyglot/<name>` with the build helper
 /// `script` (relative to the repository), run as `command(script, sources, temporary output)`,
 /// unless it is newer than the sources, the helper and the WIT; returns its path.
