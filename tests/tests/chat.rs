@@ -38,6 +38,11 @@ async fn the_python_room_serves_the_same_bytes() {
     chat_flow("chat-python").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_room_serves_the_same_bytes() {
+    chat_flow("chat-js").await;
+}
+
 async fn chat_flow(example: &str) {
     let server = start_example(example).await;
     let addr = server.address("chat", AcceptorKind::Ws).unwrap().to_string();

@@ -59,6 +59,7 @@ fn a_memory_limit_above_the_engine_maximum_is_refused_naming_both_keys() {
 /// `kiwano new <dir> --lang …` makes a project that builds and serves as it is, anywhere.
 async fn new_project_serves(lang: &str) {
     let parent = std::env::temp_dir().join(format!("kiwano-new-{lang}-{}", std::process::id()));
+    // The server type is the directory's name, `hello`, whatever the language.
     let _ = std::fs::remove_dir_all(&parent);
     std::fs::create_dir_all(&parent).unwrap();
     let dir = parent.join("hello");
@@ -86,4 +87,9 @@ async fn kiwano_new_makes_a_rust_project_that_serves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kiwano_new_makes_a_python_project_that_serves() {
     new_project_serves("python").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kiwano_new_makes_a_javascript_project_that_serves() {
+    new_project_serves("js").await;
 }

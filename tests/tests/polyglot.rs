@@ -86,3 +86,13 @@ fn the_python_sdk_and_its_example_pass_their_own_tests() {
         assert!(out.status.success(), "{dir}:\n{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// The JavaScript SDK's own tests (in-memory host, its components run under Node) and the
+/// JavaScript chat room's.
+#[test]
+fn the_javascript_sdk_and_its_example_pass_their_own_tests() {
+    for dir in ["guest-sdk/js/test/", "examples/chat-js/test/"] {
+        let out = std::process::Command::new("node").current_dir(root()).args(["--test", dir]).output().expect("node runs");
+        assert!(out.status.success(), "{dir}:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -372,22 +372,68 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let _ = writeln!(report, "| --- | --- |");
     let _ = writeln!(report, "| {} | {:.0} |", idle.connections, idle.handshakes_per_s);
 
-    // Scenario 6: the guest call itself.
-    eprintln!("bench: scenario 6 (guest call cost)");
-    let cost = {
-        let runtime = kiwano_runtime::Runtime::new(kiwano_runtime::RuntimeConfig::default())?;
-        let component = kiwano_runtime::Component::load(&runtime, &root.join("target/wasm/wasm32-wasip2/guest/echo_guest.wasm"))?;
-        kiwano_runtime::bench::call_cost(&runtime, &component, "echo.session", s.calls, 200).map_err(anyhow::Error::msg)?
-    };
-    let _ = writeln!(report, "\n## 6. Guest call cost, in-process\n");
-    let _ = writeln!(report, "| warm call of `echo.session` (host → guest → one host import → host) | instance from the prepared component (+ `init`) |");
-    let _ = writeln!(report, "| --- | --- |");
-    let _ = writeln!(report, "| {:.3} µs (target ≤ 1 µs) | {:.1} µs |", cost.per_call.as_secs_f64() * 1e6, cost.instantiate.as_secs_f64() * 1e6);
+    // Scenario 6: the guest call itself, per language, and starting a component cold and cached.
+    eprintln!("bench: scenario 6 (guest call cost, per language)");
+    let _ = writeln!(report, "\n## 6. Guest call cost and component start, per language, in-process\n");
+    let _ = writeln!(
+        report,
+        "| guest | warm call (host → guest → one host import → host; target) | instance from the prepared component (+ `init`) | component compiled (cold) | loaded from the cache | component size |"
+    );
+    let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- |");
+    for (lang, file, route, target) in [
+        ("Rust (`examples/echo`)", root.join("target/wasm/wasm32-wasip2/guest/echo_guest.wasm"), "echo.session", "≤ 1 µs"),
+        ("Python (`tests/polyglot/python-echo`)", polyglot(&root, "python-echo")?, "echo.who", "≤ 5 µs"),
+        ("JavaScript (`tests/polyglot/js-echo`)", polyglot(&root, "js-echo")?, "echo.who", "≤ 20 µs"),
+    ] {
+        let cache = root.join("target").join("bench").join("cache-probe");
+        let _ = std::fs::remove_dir_all(&cache);
+        let runtime = kiwano_runtime::Runtime::new(kiwano_runtime::RuntimeConfig { cache_dir: Some(cache.clone()), ..Default::default() })?;
+        let t = Instant::now();
+        let component = kiwano_runtime::Component::load(&runtime, &file)?;
+        let cold = t.elapsed();
+        let t = Instant::now();
+        drop(kiwano_runtime::Component::load(&runtime, &file)?);
+        let cached = t.elapsed();
+        let calls = if lang.starts_with("Rust") { s.calls } else { s.calls / 10 };
+        let cost = kiwano_runtime::bench::call_cost(&runtime, &component, route, calls, 50).map_err(anyhow::Error::msg)?;
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let _ = writeln!(
+            report,
+            "| {lang} | {:.3} µs ({target}) | {:.1} µs | {:.0} ms | {:.1} ms | {:.1} MB |",
+            cost.per_call.as_secs_f64() * 1e6,
+            cost.instantiate.as_secs_f64() * 1e6,
+            cold.as_secs_f64() * 1e3,
+            cached.as_secs_f64() * 1e3,
+            size as f64 / 1e6
+        );
+        let _ = std::fs::remove_dir_all(&cache);
+    }
 
     let _ = writeln!(report, "\nProduced by `{command}` in {:.0} s.", started.elapsed().as_secs_f64());
     println!("{report}");
     write_report(&args.out, "kiwano bench", command, &report, "Benchmarks")?;
     Ok(())
+}
+
+/// The component of the polyglot test guest `name` (`tests/polyglot/<name>`), built with its
+/// language's helper when missing (componentize-py, componentize-js: tests/setup.sh installs
+/// them).
+fn polyglot(root: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let out = root.join("target").join("polyglot").join(format!("{name}.wasm"));
+    if out.exists() {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(out.parent().context("target dir")?)?;
+    let src = root.join("tests").join("polyglot").join(name);
+    let status = if name.starts_with("python") {
+        Command::new("bash").arg(root.join("guest-sdk/python/build.sh")).arg(&src).arg("app").arg(&out).status()?
+    } else {
+        Command::new("node").arg(root.join("guest-sdk/js/componentize.mjs")).arg(src.join("echo.js")).arg(&out).status()?
+    };
+    if !status.success() {
+        bail!("building {name} failed ({status}): run tests/setup.sh");
+    }
+    Ok(out)
 }
 
 /// Replaces the generated part of a report file (between the `<!-- {marker}: begin/end -->`

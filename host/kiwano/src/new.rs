@@ -246,6 +246,52 @@ if __name__ == "__main__":
 }
 
 fn js(name: &str, root: &Path) -> Vec<(PathBuf, String)> {
-    let _ = (name, root);
-    Vec::new()
+    let sdk = root.join("guest-sdk").join("js");
+    // The SDK is copied in: componentize-js bundles the app's relative imports.
+    let copy = |file: &str| std::fs::read_to_string(sdk.join(file)).unwrap_or_default();
+    let app = format!(
+        r#"// The `{name}` server type (Kiwano's JavaScript SDK: guest-sdk/js in the Kiwano repository;
+// src/kiwano.js and src/testing.js are copies of it).
+import {{ Server }} from './kiwano.js';
+
+export const server = new Server()
+  .request('{name}.hello', (ctx, body) => {{
+    ctx.set('name', body.name);
+    return {{ message: `hello ${{body.name}}` }};
+  }})
+  .request('{name}.count', (ctx) => {{
+    const count = (ctx.get('count') ?? 0) + 1;
+    ctx.set('count', count);
+    return {{ count }};
+  }});
+
+export const guest = server.guest();
+"#
+    );
+    let test = format!(
+        r#"// `node --test test/`: the handlers against the SDK's in-memory host.
+import assert from 'node:assert/strict';
+import {{ test }} from 'node:test';
+
+import {{ MockSession, reset }} from '../src/testing.js';
+import {{ server }} from '../src/main.js';
+
+test('hello then count', () => {{
+  reset();
+  const session = new MockSession(1);
+  assert.deepEqual(server.call(session, '{name}.hello', {{ name: 'ada' }}), {{ message: 'hello ada' }});
+  assert.deepEqual(server.call(session, '{name}.count', {{}}), {{ count: 1 }});
+}});
+"#
+    );
+    let cmd = format!("node {} src/main.js .kiwano/{name}.wasm", sdk.join("componentize.mjs").display());
+    vec![
+        ("kiwano.toml".into(), config(name, &format!(".kiwano/{name}.wasm"), &cmd, r#""src""#)),
+        ("src/main.js".into(), app),
+        ("src/kiwano.js".into(), copy("kiwano.js")),
+        ("src/testing.js".into(), copy("testing.js")),
+        ("test/app.test.mjs".into(), test),
+        (".gitignore".into(), ".kiwano/\n".into()),
+        ("README.md".into(), readme(name, "JavaScript", "The guest is `src/main.js`, built into a component by componentize-js 0.23 (installed in the Kiwano repository's `guest-sdk/js` by `npm ci`).", "`node --test test/`.")),
+    ]
 }
