@@ -395,7 +395,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         drop(kiwano_runtime::Component::load(&runtime, &file)?);
         let cached = t.elapsed();
         let calls = if lang.starts_with("Rust") { s.calls } else { s.calls / 10 };
-        let cost = kiwano_runtime::bench::call_cost(&runtime, &component, route, calls, 50).map_err(anyhow::Error::msg)?;
+        let cost = kiwano_runtime::bench::call_cost(&runtime, &component, route, calls, 200).map_err(anyhow::Error::msg)?;
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let _ = writeln!(
             report,

@@ -76,7 +76,16 @@ fn every_documented_key_has_an_environment_variable() {
 
 #[test]
 fn the_examples_parse() {
-    for example in ["echo", "chat", "cluster"] {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut examples: Vec<String> = std::fs::read_dir(&dir)
+        .expect("examples/")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("kiwano.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 6, "{examples:?}");
+    for example in &examples {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(example).join("kiwano.toml");
         Config::load(&path, std::iter::empty()).unwrap_or_else(|e| panic!("examples/{example}: {e}"));
     }
