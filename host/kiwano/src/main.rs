@@ -258,21 +258,28 @@ fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
 }
 
 /// `run --watch`: every second, rebuilds each server type whose sources changed (its `build`
-/// command) and hot-reloads the ones whose component file changed. A failed build or a refused
-/// component is logged; the running version keeps serving.
+/// command) and hot-reloads the ones whose component file changed. A failed build (tried again
+/// once its sources change) or a refused component is logged; the running version serves on.
 async fn watch_types(project: PathBuf, types: Vec<(std::sync::Arc<kiwano_server::reload::Versions>, String, kiwano_server::config::ServerTypeConfig)>) {
     let mut seen: Vec<_> = types.iter().map(|(_, _, st)| stamp(&Config::resolve(&project, &st.component))).collect();
+    // The sources of a build that failed: not built again until they change.
+    let mut failed: Vec<Option<String>> = vec![None; types.len()];
     tracing::info!(types = types.len(), "watching sources and components for hot reload");
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        for ((versions, name, st), last) in types.iter().zip(seen.iter_mut()) {
+        for (((versions, name, st), last), failed) in types.iter().zip(seen.iter_mut()).zip(failed.iter_mut()) {
             if !st.build.is_empty() {
+                let sources = project::sources_fingerprint(&project, st);
+                if failed.as_deref() == Some(sources.as_str()) {
+                    continue;
+                }
                 let (p, n, s) = (project.clone(), name.clone(), st.clone());
                 match tokio::task::spawn_blocking(move || project::build(&p, &n, &s)).await {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => *failed = None,
                     Ok(Err(e)) => {
-                        tracing::error!(server_type = %name, "hot reload: the build failed, the running version keeps serving: {e}");
+                        tracing::error!(server_type = %name, "hot reload: the build failed, the running version keeps serving (built again when the sources change): {e}");
+                        *failed = Some(sources);
                         continue;
                     }
                     Err(e) => tracing::error!(server_type = %name, "hot reload: the build panicked: {e}"),

@@ -99,6 +99,12 @@ pub fn build(project: &Path, name: &str, server: &ServerTypeConfig) -> Result<bo
     Ok(true)
 }
 
+/// The fingerprint of a server type's sources and build command: what decides whether its
+/// component is rebuilt (`run --watch` also remembers a failed one, not to retry it unchanged).
+pub fn sources_fingerprint(project: &Path, server: &ServerTypeConfig) -> String {
+    fingerprint(project, &server.sources, &server.build)
+}
+
 /// A fingerprint of the source files (path, size, mtime) and the command.
 fn fingerprint(project: &Path, sources: &[String], command: &str) -> String {
     let mut files = Vec::new();
