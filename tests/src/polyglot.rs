@@ -57,6 +57,23 @@ pub fn python_app(name: &'static str) -> PathBuf {
         .clone()
 }
 
+/// A JavaScript guest of `tests/polyglot/<name>/app.js` written with the Kiwano JavaScript
+/// SDK, built with componentize-js (at most once per test process).
+pub fn js_app(name: &'static str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(name)
+        .or_insert_with(|| {
+            build(name, "guest-sdk/js/componentize.mjs", |script, src, out| {
+                let mut cmd = Command::new("node");
+                cmd.arg(script).arg(src.join("app.js")).arg(out);
+                cmd
+            })
+        })
+        .clone()
+}
+
 /// Builds `target/polyglot/<name>.wasm` from `tests/polyglot/<name>` with the build helper
 /// `script` (relative to the repository), run as `command(script, sources, temporary output)`,
 /// unless it is newer than the sources, the helper and the WIT; returns its path.

@@ -1,4 +1,5 @@
-//! Hostile guests in Python (the Rust ones are in runtime.rs, guests.rs and sandbox.rs): an
+//! Hostile guests in Python and JavaScript (the Rust ones are in runtime.rs, guests.rs and
+//! sandbox.rs): an
 //! infinite loop, a memory bomb, runaway recursion, a flood of pushes, a giant answer. Each
 //! fails only its own call with a Pitaya error within its deadline; the instance is replaced;
 //! other sessions are served meanwhile, their latency measured.
@@ -7,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use kiwano_tests::*;
 
-async fn server() -> TestServer {
+async fn server(component: std::path::PathBuf) -> TestServer {
     TestServer::with(TestConfig {
         server_type: "hostile".into(),
-        component: Some(kiwano_tests::polyglot::python_app("python-hostile")),
+        component: Some(component),
         testbed: ["instances = 2", "affinity = \"session\"", "call_timeout = \"1s\"", "memory_limit = 67108864", "max_pushes_per_call = 100", "max_response = 1048576"].join("\n"),
         extra: String::new(),
         ..Default::default()
@@ -20,7 +21,16 @@ async fn server() -> TestServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_python_guest_fails_alone() {
-    let s = server().await;
+    fails_alone(kiwano_tests::polyglot::python_app("python-hostile")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_javascript_guest_fails_alone() {
+    fails_alone(kiwano_tests::polyglot::js_app("js-hostile")).await;
+}
+
+async fn fails_alone(component: std::path::PathBuf) {
+    let s = server(component).await;
     let mut attacker = s.client(Transport::Tcp).await;
     let mut player = s.client(Transport::Ws).await;
     // The player's calls run on the other instance (two instances, by session).
