@@ -372,6 +372,31 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let _ = writeln!(report, "| --- | --- |");
     let _ = writeln!(report, "| {} | {:.0} |", idle.connections, idle.handshakes_per_s);
 
+    // Scenario 8 (run before 6, which is in-process): a hot reload under load.
+    eprintln!("bench: scenario 8 (hot reload under load)");
+    let reload = {
+        let http = free_port()?;
+        let addr = format!("127.0.0.1:{http}");
+        let env = [("KIWANO_APP_HTTP", addr.as_str()), ("KIWANO_APP_ADMIN_TOKEN", "bench")];
+        let (server, tcp, _ws) = kiwano(&root, "examples/echo", "echo", &env)?;
+        let when = humantime::parse_duration(s.warmup)? + humantime::parse_duration(s.duration)? / 2;
+        // The reloader waits for the load to be connected, then for the middle of its run.
+        let (go, ready) = std::sync::mpsc::channel::<()>();
+        let reloader = std::thread::spawn(move || {
+            ready.recv().ok()?;
+            std::thread::sleep(when);
+            let t = Instant::now();
+            let answer = admin_post(&addr, "/admin/reload/echo", "bench");
+            Some((t.elapsed(), answer))
+        });
+        let r = load(&root, &echo_args(tcp, "tcp", s.forward_conns, "echo.echo", s), move || {
+            let _ = go.send(());
+        })?;
+        let took = reloader.join().ok().flatten();
+        drop(server);
+        (r, took)
+    };
+
     // Scenario 6: the guest call itself, per language, and starting a component cold and cached.
     eprintln!("bench: scenario 6 (guest call cost, per language)");
     let _ = writeln!(report, "\n## 6. Guest call cost and component start, per language, in-process\n");
@@ -409,10 +434,41 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&cache);
     }
 
+    let (r, took) = reload;
+    let _ = writeln!(report, "\n## 8. A hot reload under load\n");
+    let _ = writeln!(
+        report,
+        "`examples/echo`, {} TCP connections echoing; halfway through, `POST /admin/reload/echo` swaps in the component again (loaded from the compiled-component cache, instantiated, `init`ed, swapped at a call boundary).\n",
+        s.forward_conns
+    );
+    let _ = writeln!(report, "| reload took (HTTP request to answer) | answer | req/s over the run | p50 / p99 / max ms over the run (max: the slowest request, the reload's included) | errors (bar 0) |");
+    let _ = writeln!(report, "| --- | --- | --- | --- | --- |");
+    let (t, answer) = took.map_or((String::from("—"), String::from("no reload happened")), |(d, a)| (format!("{:.1} ms", d.as_secs_f64() * 1e3), a));
+    let _ = writeln!(report, "| {t} | `{}` | {:.0} | {} / {} / {} | {} |", answer.trim(), r.rps, ms(r.latency.p50_us), ms(r.latency.p99_us), ms(r.latency.max_us), r.errors);
     let _ = writeln!(report, "\nProduced by `{command}` in {:.0} s.", started.elapsed().as_secs_f64());
     println!("{report}");
     write_report(&args.out, "kiwano bench", command, &report, "Benchmarks")?;
     Ok(())
+}
+
+/// `POST target` to the HTTP listener at `addr` with the admin `token`; the answer's status line
+/// and body, or why there is none.
+fn admin_post(addr: &str, target: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let request = format!("POST {target} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    let sent = std::net::TcpStream::connect(addr).and_then(|mut s| {
+        s.write_all(request.as_bytes())?;
+        s.read_to_string(&mut answer)
+    });
+    match sent {
+        Ok(_) => {
+            let status = answer.lines().next().unwrap_or_default().to_owned();
+            let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_owned();
+            format!("{status} {body}")
+        }
+        Err(e) => format!("no answer: {e}"),
+    }
 }
 
 /// The component of the polyglot test guest `name` (`tests/polyglot/<name>`), built with its

@@ -223,6 +223,8 @@ async fn echo(args: &LoadArgs, t: Transport) -> anyhow::Result<LoadResult> {
         }));
     }
     barrier.wait().await;
+    // Tell the orchestrator (bench) that the run starts: warm-up, then the measured window.
+    println!("READY {}", args.connections);
     let mut samples = Vec::new();
     let mut requests = 0;
     for task in tasks {

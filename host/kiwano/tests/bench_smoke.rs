@@ -23,9 +23,13 @@ fn bench_smoke_runs_every_scenario() {
         "## 4. Idle WebSocket connections",
         "## 5. Connection rate",
         "## 6. Guest call cost",
+        "## 8. A hot reload under load",
     ] {
         assert!(report.contains(heading), "report lacks {heading:?}:\n{report}");
     }
+    // The reload happened, was answered, and no request failed during it.
+    let reload = report.lines().skip_while(|l| !l.starts_with("## 8.")).find(|l| l.starts_with("| ") && l.contains("ms |") && !l.starts_with("| ---")).unwrap_or_default();
+    assert!(reload.contains("HTTP/1.1 200 OK") && reload.contains(r#""version":2"#) && reload.ends_with("| 0 |"), "{reload}");
     // Every scenario ran without errors or dropped connections.
     assert!(report.contains("| tcp | 4 |") && report.contains("| ws | 8 |"), "{report}");
     let _ = std::fs::remove_file(out);
