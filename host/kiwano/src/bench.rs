@@ -372,6 +372,49 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let _ = writeln!(report, "| --- | --- |");
     let _ = writeln!(report, "| {} | {:.0} |", idle.connections, idle.handshakes_per_s);
 
+    // Scenario 9 (before 6 too): echo per language through the same harness, and the memory of
+    // a warm instance.
+    eprintln!("bench: scenario 9 (echo per language, memory per instance)");
+    let mut per_lang = Vec::new();
+    for (lang, file) in [
+        ("Rust", root.join("target/wasm/wasm32-wasip2/guest/echo_guest.wasm")),
+        ("Python", polyglot(&root, "python-echo")?),
+        ("JavaScript", polyglot(&root, "js-echo")?),
+    ] {
+        let dir = root.join("target").join("bench").join(format!("lang-{}", lang.to_lowercase()));
+        std::fs::create_dir_all(&dir)?;
+        let cache = root.join("target").join("bench").join("lang-cache");
+        std::fs::write(
+            dir.join("kiwano.toml"),
+            format!(
+                "[runtime]\ncache_dir = \"{}\"\n[servers.echo]\nfrontend = true\ncomponent = \"{}\"\n",
+                cache.display(),
+                file.display()
+            ),
+        )?;
+        let project = dir.display().to_string();
+        let mut rss = Vec::new();
+        for instances in ["1", "5"] {
+            let (server, tcp, _ws) = kiwano(&root, &project, "echo", &[("KIWANO_SERVERS_ECHO_INSTANCES", instances)])?;
+            // One call on every instance (affinity none spreads them), then the resident memory.
+            let warm: Vec<String> = ["--addr", &format!("127.0.0.1:{tcp}"), "--transport", "tcp", "--connections", "10", "--warmup", "100ms", "--duration", "300ms", "--route", "echo.echo", "--body-size", "64"]
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect();
+            load(&root, &warm, || {})?;
+            rss.push(server.rss_kb());
+            if instances == "1" {
+                let r = load(&root, &echo_args(tcp, "tcp", s.forward_conns, "echo.echo", s), || {})?;
+                per_lang.push((lang, r, 0u64, 0u64));
+            }
+            drop(server);
+        }
+        if let Some(last) = per_lang.last_mut() {
+            last.2 = rss[0];
+            last.3 = rss[1];
+        }
+    }
+
     // Scenario 8 (run before 6, which is in-process): a hot reload under load.
     eprintln!("bench: scenario 8 (hot reload under load)");
     let reload = {
@@ -434,6 +477,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&cache);
     }
 
+    let _ = writeln!(report, "\n## 9. Echo per language, and the memory of a warm instance\n");
+    let _ = writeln!(
+        report,
+        "The echo guest of each language (`examples/echo`, `tests/polyglot/python-echo`, `tests/polyglot/js-echo`; route `echo.echo`, 64-byte body) as server type `echo` with one instance, {} TCP connections; then the server's resident memory with 1 and with 5 warm instances.\n",
+        s.forward_conns
+    );
+    let _ = writeln!(report, "| guest | req/s | p50 / p99 / max ms | errors | server RSS, 1 warm instance | 5 warm instances | per further instance |");
+    let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- | --- |");
+    for (lang, r, rss1, rss5) in &per_lang {
+        let per = (*rss5 as f64 - *rss1 as f64) / 4.0;
+        let _ = writeln!(
+            report,
+            "| {lang} | {:.0} | {} / {} / {} | {} | {:.1} MB | {:.1} MB | {:.2} MB |",
+            r.rps, ms(r.latency.p50_us), ms(r.latency.p99_us), ms(r.latency.max_us), r.errors, *rss1 as f64 / 1024.0, *rss5 as f64 / 1024.0, per / 1024.0
+        );
+    }
     let (r, took) = reload;
     let _ = writeln!(report, "\n## 8. A hot reload under load\n");
     let _ = writeln!(

@@ -24,6 +24,7 @@ fn bench_smoke_runs_every_scenario() {
         "## 5. Connection rate",
         "## 6. Guest call cost",
         "## 8. A hot reload under load",
+        "## 9. Echo per language",
     ] {
         assert!(report.contains(heading), "report lacks {heading:?}:\n{report}");
     }
