@@ -96,3 +96,33 @@ fn the_javascript_sdk_and_its_example_pass_their_own_tests() {
         assert!(out.status.success(), "{dir}:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// A garbage-collected guest's heap grows until its collector cannot get more memory and the
+/// call in progress crashes (SpiderMonkey: "unhandlable oom"). An instance past three quarters
+/// of `memory_limit` after a call is replaced before its next one: no call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_guest_near_its_memory_limit_is_replaced_between_calls() {
+    let s = TestServer::with(TestConfig {
+        server_type: "echo".into(),
+        component: Some(kiwano_tests::polyglot::js_guest()),
+        testbed: "instances = 1\nmemory_limit = 33554432".into(),
+        extra: "[protocol]\ncompression = false".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut c = s.client(Transport::Tcp).await;
+    let body = format!("\"{}\"", "x".repeat(64 << 10));
+    let pool = s.server.pool("echo").expect("the echo pool");
+    let mut calls = 0;
+    while pool.stats().recycled.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        let r = c.request("echo.echo", body.as_bytes()).await.unwrap();
+        assert!(!r.error, "call {calls} failed: {}", String::from_utf8_lossy(&r.data));
+        calls += 1;
+        assert!(calls < 20_000, "never recycled");
+    }
+    // And on past it.
+    for _ in 0..200 {
+        assert!(!c.request("echo.echo", body.as_bytes()).await.unwrap().error);
+    }
+    assert!(!logs().contains("ran out of memory"), "a call failed for memory");
+}

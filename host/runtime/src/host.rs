@@ -442,12 +442,14 @@ pub(crate) struct MemoryCap {
     limits: StoreLimits,
     max: usize,
     pub hit: bool,
+    /// The largest size any memory of the instance has grown to, in bytes.
+    pub grown: usize,
 }
 
 impl MemoryCap {
     fn new(max: usize) -> Self {
         let limits = wasmtime::StoreLimitsBuilder::new().memory_size(max).instances(64).tables(64).memories(16).build();
-        Self { limits, max, hit: false }
+        Self { limits, max, hit: false, grown: 0 }
     }
 }
 
@@ -457,7 +459,11 @@ impl ResourceLimiter for MemoryCap {
             self.hit = true;
             return Ok(false);
         }
-        self.limits.memory_growing(current, desired, maximum)
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.grown = self.grown.max(desired);
+        }
+        Ok(allowed)
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {

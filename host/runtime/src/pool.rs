@@ -222,6 +222,9 @@ pub struct PoolStats {
     pub calls: AtomicU64,
     /// Instances created after the first ones (after traps and deadlines).
     pub rebuilds: AtomicU64,
+    /// Instances replaced between calls because their memory passed three quarters of
+    /// `memory_limit` (a garbage-collected guest's heap grows until its collector runs out).
+    pub recycled: AtomicU64,
     /// Calls run on an I/O thread rather than on the instance's own thread.
     pub inline: AtomicU64,
     /// Ticks of repeating timers dropped because the previous tick still waited for its
@@ -351,6 +354,7 @@ impl ServerPool {
             sum.calls.fetch_add(s.calls.load(Ordering::Relaxed), Ordering::Relaxed);
             sum.rebuilds.fetch_add(s.rebuilds.load(Ordering::Relaxed), Ordering::Relaxed);
             sum.inline.fetch_add(s.inline.load(Ordering::Relaxed), Ordering::Relaxed);
+            sum.recycled.fetch_add(s.recycled.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         sum.timer_ticks_dropped.store(self.timers.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
         sum
@@ -721,6 +725,14 @@ impl Worker {
         let _ = data.table.delete(token);
         data.call = None;
         data.deadline = None;
+        // An instance whose memory passed three quarters of its cap is replaced before its next
+        // call rather than let fail one: a garbage-collected guest (SpiderMonkey, CPython)
+        // grows its heap until its collector cannot get more, then crashes a call.
+        if result.as_ref().is_ok() && data.limits.grown > self.config.memory_limit / 4 * 3 {
+            tracing::debug!(server_type = %self.config.server_type, instance = self.index, grown = data.limits.grown, "instance memory past 3/4 of its limit: replaced before its next call");
+            self.stats.recycled.fetch_add(1, Ordering::Relaxed);
+            self.slot = None;
+        }
         crate::host::report_dropped(&mut self.tag.lock());
         let max = self.config.max_response;
         match result {
