@@ -240,8 +240,11 @@ async fn inflating_requests_are_bounded_after_inflation() {
     let growth = peak.get().saturating_sub(base);
     // Per client: inbound 1 MiB + one message, the one being handled, outgoing 4 MiB: 7 MiB
     // (CONFIG.md); plus, once, the two instances' linear memory grown to hold a 1 MB request
-    // and its response, and the allocator's own (about 10 MiB measured with one client).
-    let bound = CLIENTS * 7 * MIB + 24 * MIB;
+    // and its response, and the allocator's own: about 10 MiB measured with one client; with 8
+    // clients the whole growth measured 71.5 MiB on an idle machine and 84–87 MiB with both
+    // cores busy (another process, or the rest of the suite), so 40 MiB are allowed for the
+    // instances and the allocator. Unbounded queues grew it by about 1 GB (RELIABILITY.md).
+    let bound = CLIENTS * 7 * MIB + 40 * MIB;
     assert!(growth < bound, "{CLIENTS} inflating clients grew the server by {} (bound {})", mib(growth), mib(bound));
     eprintln!("inflating requests: growth {} (bound {})", mib(growth), mib(bound));
     drop(attackers);
