@@ -43,35 +43,28 @@ pub fn js_guest() -> PathBuf {
 /// A Python guest of `tests/polyglot/<name>/app.py` written with the Kiwano Python SDK, built
 /// with componentize-py (at most once per test process).
 pub fn python_app(name: &'static str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    built
-        .entry(name)
-        .or_insert_with(|| {
-            build(name, "guest-sdk/python/build.sh", |script, src, out| {
-                let mut cmd = Command::new("bash");
-                cmd.arg(script).arg(src).arg("app").arg(out);
-                cmd
-            })
-        })
-        .clone()
+    sdk_app(name, "guest-sdk/python/build.sh", |script, src, out| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(script).arg(src).arg("app").arg(out);
+        cmd
+    })
 }
 
 /// A JavaScript guest of `tests/polyglot/<name>/app.js` written with the Kiwano JavaScript
 /// SDK, built with componentize-js (at most once per test process).
 pub fn js_app(name: &'static str) -> PathBuf {
+    sdk_app(name, "guest-sdk/js/componentize.mjs", |script, src, out| {
+        let mut cmd = Command::new("node");
+        cmd.arg(script).arg(src.join("app.js")).arg(out);
+        cmd
+    })
+}
+
+/// [`build`], at most once per test process and guest name.
+fn sdk_app(name: &'static str, script: &str, command: impl FnOnce(&Path, &Path, &Path) -> Command) -> PathBuf {
     static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    built
-        .entry(name)
-        .or_insert_with(|| {
-            build(name, "guest-sdk/js/componentize.mjs", |script, src, out| {
-                let mut cmd = Command::new("node");
-                cmd.arg(script).arg(src.join("app.js")).arg(out);
-                cmd
-            })
-        })
-        .clone()
+    built.entry(name).or_insert_with(|| build(name, script, command)).clone()
 }
 
 /// Builds `target/polyglot/<name>.wasm` from `tests/polyglot/<name>` with the build helper

@@ -6,7 +6,7 @@
 //! `tests/setup.sh` and `deploy/local/run.sh` install them).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,22 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::StreamExt as _;
 
-use crate::bench::{FULL, SMOKE, Server, echo_args, free_port, kiwano, load, log_file, log_path, ms, spawn, wait_listening, wait_until, write_report};
+use crate::bench::{BenchArgs, FULL, SMOKE, Server, echo_args, free_port, kiwano, load, log_file, log_path, ms, spawn, wait_listening, wait_until, write_report};
 use crate::load::{Latency, LoadResult};
-
-/// What to run.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClusterBenchArgs {
-    /// A short run with tiny sizes, to check the harness (no figures worth keeping).
-    #[arg(long)]
-    pub smoke: bool,
-    /// Where to write the report.
-    #[arg(long, default_value = "BENCHMARKS.md")]
-    pub out: PathBuf,
-    /// The repository root.
-    #[arg(long, default_value = ".")]
-    pub root: PathBuf,
-}
 
 /// `nats-echo`: answers every request on `subject` with `reply_size` bytes: the raw NATS
 /// request/reply the cluster's forward is compared with.
@@ -75,7 +61,7 @@ fn wait_serving(root: &Path, server: &mut Server) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// A server, NATS, etcd or the load generator failing.
-pub fn run(args: &ClusterBenchArgs) -> anyhow::Result<()> {
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let root = args.root.canonicalize().context("--root")?;
     let s = if args.smoke { &SMOKE } else { &FULL };
     let conns = s.forward_conns;

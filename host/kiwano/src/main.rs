@@ -115,7 +115,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The forward across processes over NATS vs raw NATS request/reply (needs nats-server and
     /// etcd); written to BENCHMARKS.md.
-    BenchCluster(bench_cluster::ClusterBenchArgs),
+    BenchCluster(bench::BenchArgs),
     /// Raw NATS responder used by bench-cluster.
     #[command(hide = true)]
     NatsEcho(bench_cluster::NatsEchoArgs),
@@ -270,14 +270,20 @@ async fn watch_types(project: PathBuf, types: Vec<(std::sync::Arc<kiwano_server:
         tick.tick().await;
         for (((versions, name, st), last), failed) in types.iter().zip(seen.iter_mut()).zip(failed.iter_mut()) {
             if !st.build.is_empty() {
-                let sources = project::sources_fingerprint(&project, st);
-                if failed.as_deref() == Some(sources.as_str()) {
-                    continue;
-                }
-                let (p, n, s) = (project.clone(), name.clone(), st.clone());
-                match tokio::task::spawn_blocking(move || project::build(&p, &n, &s)).await {
-                    Ok(Ok(_)) => *failed = None,
-                    Ok(Err(e)) => {
+                // Reading the sources' metadata is blocking work: off the I/O threads, with the build.
+                let (p, n, s, skip) = (project.clone(), name.clone(), st.clone(), failed.clone());
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let sources = project::sources_fingerprint(&p, &s);
+                    // Unchanged since its build failed: not tried again.
+                    (skip.as_deref() != Some(sources.as_str())).then(|| {
+                        let built = project::build(&p, &n, &s);
+                        (sources, built)
+                    })
+                });
+                match outcome.await {
+                    Ok(None) => continue,
+                    Ok(Some((_, Ok(_)))) => *failed = None,
+                    Ok(Some((sources, Err(e)))) => {
                         tracing::error!(server_type = %name, "hot reload: the build failed, the running version keeps serving (built again when the sources change): {e}");
                         *failed = Some(sources);
                         continue;

@@ -3,8 +3,13 @@
 
 use std::process::Command;
 
+/// One harness at a time: each starts its own servers and load generators, and two at once
+/// on a busy 2-core machine starve each other into timeouts.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn bench_smoke_runs_every_scenario() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = std::env::temp_dir().join(format!("kiwano-bench-smoke-{}.md", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_kiwano"))
@@ -40,6 +45,7 @@ fn bench_smoke_runs_every_scenario() {
 /// tests/setup.sh): the forward across processes and raw NATS, each without errors.
 #[test]
 fn bench_cluster_smoke_runs_every_path() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = std::env::temp_dir().join(format!("kiwano-bench-cluster-smoke-{}.md", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_kiwano"))
