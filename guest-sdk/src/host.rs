@@ -108,7 +108,7 @@ pub mod users {
     use crate::Error;
 
     /// Pushes raw bytes on `route` to the sessions bound to `uids`; returns the uids not
-    /// reached.
+    /// reached (none in untrusted mode, where the push waits for the call to return).
     ///
     /// # Errors
     /// An invalid route.

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use kiwano_protocol::PitayaError;
-use kiwano_protocol::error::codes;
+use kiwano_protocol::error::{codes, group_errors};
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
@@ -591,11 +591,11 @@ pub struct EtcdGroups {
 }
 
 fn group_not_found() -> ClusterError {
-    PitayaError::new(codes::NOT_FOUND, "group not found").into()
+    group_errors::not_found().into()
 }
 
 fn check_uid(uid: &str) -> Result<(), ClusterError> {
-    if uid.is_empty() { Err(PitayaError::new(codes::BAD_REQUEST, "empty uid").into()) } else { Ok(()) }
+    Ok(group_errors::check_uid(uid)?)
 }
 
 impl EtcdGroups {
@@ -661,7 +661,7 @@ impl Groups for EtcdGroups {
                 let t = txn.clone();
                 async move { c.txn(t).await }
             });
-            if created.await?.succeeded() { Ok(()) } else { Err(PitayaError::new(codes::BAD_REQUEST, "group already exists").into()) }
+            if created.await?.succeeded() { Ok(()) } else { Err(group_errors::already_exists().into()) }
         })
     }
 
@@ -694,7 +694,7 @@ impl Groups for EtcdGroups {
             if added.await?.succeeded() {
                 Ok(())
             } else {
-                Err(PitayaError::new(codes::BAD_REQUEST, "member already exists in group").into())
+                Err(group_errors::member_exists().into())
             }
         })
     }
@@ -705,7 +705,7 @@ impl Groups for EtcdGroups {
             let member = self.member_key(name, uid);
             let ops = vec![TxnOp::get(member.clone(), Some(GetOptions::new().with_count_only())), TxnOp::delete(member, None)];
             let found = range(self.if_group(name, ops).await?)?;
-            if found.count() > 0 { Ok(()) } else { Err(PitayaError::new(codes::NOT_FOUND, "member not found in the group").into()) }
+            if found.count() > 0 { Ok(()) } else { Err(group_errors::member_not_found().into()) }
         })
     }
 

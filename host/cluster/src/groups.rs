@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use kiwano_protocol::PitayaError;
 use kiwano_protocol::error::codes;
+use kiwano_protocol::error::group_errors::{self, check_uid, not_found};
 use parking_lot::Mutex;
 
 use crate::{BoxFuture, ClusterError, Groups};
@@ -32,13 +33,6 @@ impl std::fmt::Debug for MemoryGroups {
     }
 }
 
-fn not_found() -> PitayaError {
-    PitayaError::new(codes::NOT_FOUND, "group not found")
-}
-
-fn check_uid(uid: &str) -> Result<(), PitayaError> {
-    if uid.is_empty() { Err(PitayaError::new(codes::BAD_REQUEST, "empty uid")) } else { Ok(()) }
-}
 
 impl MemoryGroups {
     fn with<T>(&self, name: &str, f: impl FnOnce(&mut Group) -> Result<T, PitayaError>) -> Result<T, PitayaError> {
@@ -53,7 +47,7 @@ impl MemoryGroups {
     pub fn create(&self, name: &str, ttl: Option<Duration>) -> Result<(), PitayaError> {
         let mut groups = self.groups.lock();
         if groups.contains_key(name) {
-            return Err(PitayaError::new(codes::BAD_REQUEST, "group already exists"));
+            return Err(group_errors::already_exists());
         }
         groups.insert(name.to_owned(), Group { uids: Vec::new(), ttl, refreshed: Instant::now() });
         Ok(())
@@ -75,7 +69,7 @@ impl MemoryGroups {
         check_uid(uid)?;
         self.with(name, |g| {
             if g.uids.iter().any(|u| u == uid) {
-                return Err(PitayaError::new(codes::BAD_REQUEST, "member already exists in group"));
+                return Err(group_errors::member_exists());
             }
             g.uids.push(uid.to_owned());
             Ok(())
@@ -93,7 +87,7 @@ impl MemoryGroups {
                 g.uids.remove(i);
                 Ok(())
             }
-            None => Err(PitayaError::new(codes::NOT_FOUND, "member not found in the group")),
+            None => Err(group_errors::member_not_found()),
         })
     }
 

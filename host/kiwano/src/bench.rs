@@ -405,13 +405,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             rss.push(server.rss_kb());
             if instances == "1" {
                 let r = load(&root, &echo_args(tcp, "tcp", s.forward_conns, "echo.echo", s), || {})?;
-                per_lang.push((lang, r, 0u64, 0u64));
+                per_lang.push((lang, r, 0u64, 0u64, None));
             }
             drop(server);
         }
+        // The same echo in untrusted mode: a fresh instance per call.
+        let (server, tcp, _ws) = kiwano(&root, &project, "echo", &[("KIWANO_SERVERS_ECHO_INSTANCES", "1"), ("KIWANO_SERVERS_ECHO_UNTRUSTED", "true")])?;
+        let untrusted = load(&root, &echo_args(tcp, "tcp", s.forward_conns, "echo.echo", s), || {})?;
+        drop(server);
         if let Some(last) = per_lang.last_mut() {
             last.2 = rss[0];
             last.3 = rss[1];
+            last.4 = Some(untrusted);
         }
     }
 
@@ -445,9 +450,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let _ = writeln!(report, "\n## 6. Guest call cost and component start, per language, in-process\n");
     let _ = writeln!(
         report,
-        "| guest | warm call (host → guest → one host import → host; target) | instance from the prepared component (+ `init`) | component compiled (cold) | loaded from the cache | component size |"
+        "| guest | warm call (host → guest → one host import → host; target) | instance from the prepared component (+ `init`) | one call in untrusted mode (fresh instance + transaction) | component compiled (cold) | loaded from the cache (target ≤ 50 ms for Python and JS) | component size |"
     );
-    let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- | --- |");
     for (lang, file, route, target) in [
         ("Rust (`examples/echo`)", root.join("target/wasm/wasm32-wasip2/guest/echo_guest.wasm"), "echo.session", "≤ 1 µs"),
         ("Python (`tests/polyglot/python-echo`)", polyglot(&root, "python-echo")?, "echo.who", "≤ 5 µs"),
@@ -467,9 +472,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let _ = writeln!(
             report,
-            "| {lang} | {:.3} µs ({target}) | {:.1} µs | {:.0} ms | {:.1} ms | {:.1} MB |",
+            "| {lang} | {:.3} µs ({target}) | {:.1} µs | {:.1} µs | {:.0} ms | {:.1} ms | {:.1} MB |",
             cost.per_call.as_secs_f64() * 1e6,
             cost.instantiate.as_secs_f64() * 1e6,
+            cost.untrusted.as_secs_f64() * 1e6,
             cold.as_secs_f64() * 1e3,
             cached.as_secs_f64() * 1e3,
             size as f64 / 1e6
@@ -483,13 +489,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "The echo guest of each language (`examples/echo`, `tests/polyglot/python-echo`, `tests/polyglot/js-echo`; route `echo.echo`, 64-byte body) as server type `echo` with one instance, {} TCP connections; then the server's resident memory with 1 and with 5 warm instances.\n",
         s.forward_conns
     );
-    let _ = writeln!(report, "| guest | req/s | p50 / p99 / max ms | errors | server RSS, 1 warm instance | 5 warm instances | per further instance |");
-    let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- | --- |");
-    for (lang, r, rss1, rss5) in &per_lang {
+    let _ = writeln!(report, "| guest | req/s | p50 / p99 / max ms | errors | server RSS, 1 warm instance | 5 warm instances | per further instance | untrusted mode (`untrusted = true`): req/s, p50 / p99 ms, errors |");
+    let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (lang, r, rss1, rss5, untrusted) in &per_lang {
         let per = (*rss5 as f64 - *rss1 as f64) / 4.0;
+        let u = untrusted.as_ref().map_or_else(
+            || "—".to_owned(),
+            |u| format!("{:.0}, {} / {}, {}", u.rps, ms(u.latency.p50_us), ms(u.latency.p99_us), u.errors),
+        );
         let _ = writeln!(
             report,
-            "| {lang} | {:.0} | {} / {} / {} | {} | {:.1} MB | {:.1} MB | {:.2} MB |",
+            "| {lang} | {:.0} | {} / {} / {} | {} | {:.1} MB | {:.1} MB | {:.2} MB | {u} |",
             r.rps, ms(r.latency.p50_us), ms(r.latency.p99_us), ms(r.latency.max_us), r.errors, *rss1 as f64 / 1024.0, *rss5 as f64 / 1024.0, per / 1024.0
         );
     }

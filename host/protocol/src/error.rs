@@ -29,6 +29,41 @@ pub mod codes {
     pub const INTERNAL: &str = "PIT-500";
 }
 
+/// The errors of Pitaya's group service (`groups/memory_group_service.go`,
+/// `groups/etcd_group_service.go`), with its codes and messages: every group store of Kiwano
+/// (memory, etcd, and the view an untrusted call has of them) answers with these.
+pub mod group_errors {
+    use super::{PitayaError, codes};
+
+    /// `PIT-404 group not found`.
+    pub fn not_found() -> PitayaError {
+        PitayaError::new(codes::NOT_FOUND, "group not found")
+    }
+
+    /// `PIT-400 group already exists`.
+    pub fn already_exists() -> PitayaError {
+        PitayaError::new(codes::BAD_REQUEST, "group already exists")
+    }
+
+    /// `PIT-400 member already exists in group`.
+    pub fn member_exists() -> PitayaError {
+        PitayaError::new(codes::BAD_REQUEST, "member already exists in group")
+    }
+
+    /// `PIT-404 member not found in the group`.
+    pub fn member_not_found() -> PitayaError {
+        PitayaError::new(codes::NOT_FOUND, "member not found in the group")
+    }
+
+    /// `PIT-400 empty uid` for an empty uid, else nothing.
+    ///
+    /// # Errors
+    /// An empty `uid`.
+    pub fn check_uid(uid: &str) -> Result<(), PitayaError> {
+        if uid.is_empty() { Err(PitayaError::new(codes::BAD_REQUEST, "empty uid")) } else { Ok(()) }
+    }
+}
+
 /// The serializer of a server: how client payloads and error objects are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,5 +1,5 @@
-//! Micro-measurements of the runtime, for `kiwano bench`: the cost of one warm guest call and of
-//! creating an instance from the prepared component.
+//! Micro-measurements of the runtime, for `kiwano bench`: the cost of one warm guest call, of
+//! creating an instance from the prepared component, and of one call in untrusted mode.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use crate::component::Component;
 use crate::engine::Runtime;
 use crate::host::{CallChain, CallToken, Caller, GroupOp, GroupReply, GuestError, HostServices, HostState, LogTag, RpcTarget, SessionHandle};
 use crate::timers::{TimerHandle, Timers};
+use crate::transaction::Transaction;
 
 struct NoServices;
 
@@ -81,6 +82,9 @@ pub struct CallCost {
     pub per_call: Duration,
     /// Creating and initialising an instance from the prepared component.
     pub instantiate: Duration,
+    /// One call in untrusted mode: a fresh instance (created, `init`ed, dropped) and the call's
+    /// host effects held in a transaction and committed.
+    pub untrusted: Duration,
 }
 
 /// Calls `route` of `component` `calls` times on one warm instance, as the pool does (a
@@ -115,12 +119,11 @@ pub fn call_cost(runtime: &Runtime, component: &Component, route: &str, calls: u
         drop(make()?);
     }
     let instantiate = start.elapsed() / instances.max(1);
-    let (mut store, bindings) = make()?;
     let session: Arc<dyn SessionHandle> = Arc::new(BenchSession);
     let body = b"{}".to_vec();
-    let one = |store: &mut Store<HostState>| -> Result<(), String> {
+    let call = |store: &mut Store<HostState>, bindings: &crate::bindings::Server, session: Arc<dyn SessionHandle>| -> Result<(), String> {
         let data = store.data_mut();
-        data.call = Some(session.clone());
+        data.call = Some(session);
         let token = data.table.push(CallToken).map_err(|e| e.to_string())?;
         store.set_epoch_deadline(1_000);
         let r = bindings.kiwano_server_guest().call_handle(&mut *store, Resource::new_borrow(token.rep()), route, &body);
@@ -129,6 +132,17 @@ pub fn call_cost(runtime: &Runtime, component: &Component, route: &str, calls: u
         data.call = None;
         r.map_err(|e| format!("{e:#}"))?.map_err(|e| e.msg).map(drop)
     };
+    let start = Instant::now();
+    for _ in 0..instances.max(1) {
+        let (mut store, bindings) = make()?;
+        let tx = Transaction::begin(Some(&session), &services);
+        store.data_mut().services = tx.services();
+        call(&mut store, &bindings, tx.session().unwrap_or_else(|| session.clone()))?;
+        tx.commit(Some(&session), &*services, "bench", route);
+    }
+    let untrusted = start.elapsed() / instances.max(1);
+    let (mut store, bindings) = make()?;
+    let one = |store: &mut Store<HostState>| call(store, &bindings, session.clone());
     for _ in 0..1000 {
         one(&mut store)?;
     }
@@ -136,5 +150,5 @@ pub fn call_cost(runtime: &Runtime, component: &Component, route: &str, calls: u
     for _ in 0..calls.max(1) {
         one(&mut store)?;
     }
-    Ok(CallCost { per_call: start.elapsed() / calls.max(1), instantiate })
+    Ok(CallCost { per_call: start.elapsed() / calls.max(1), instantiate, untrusted })
 }

@@ -318,6 +318,9 @@ pub(crate) struct HostState {
     pub inline: crate::pool::Inline,
     /// What one call may do through the host, and what the call in progress did.
     pub budget: CallBudget,
+    /// The timers the call in progress set, when it runs in a transaction (untrusted mode):
+    /// they are cancelled if it fails.
+    pub timers_set: Option<Vec<u64>>,
 }
 
 /// What one guest call may do through the host (per server type: `servers.<type>.max_*_per_call`).
@@ -427,6 +430,7 @@ impl HostState {
             me: None,
             deadline: None,
             budget: CallBudget { limits, server_type, used: [0; 4] },
+            timers_set: None,
         }
     }
 
@@ -664,6 +668,9 @@ impl HostState {
             return 0;
         }
         let id = self.timers.start(std::time::Duration::from_millis(ms), repeat, payload);
+        if let (Some(set), true) = (&mut self.timers_set, id != 0) {
+            set.push(id);
+        }
         if id == 0 {
             let max = self.timers.max;
             emit(&mut self.tag.lock(), types::Level::Warn, &format!("timer not set: this instance holds its maximum of {max} live timers"));

@@ -12,6 +12,10 @@
 //! call. Deadlines are wall-clock and hold inside host calls (WASI waits, RPCs); WASI is linked
 //! without sockets or files (`wasi`).
 //!
+//! In untrusted mode ([`PoolConfig::untrusted`]) every call gets a fresh instance and runs in a
+//! transaction (`transaction`): its session-data, group, push and kick effects are applied only
+//! when it returns.
+//!
 //! This crate knows nothing of sockets: the server hands each call a [`SessionHandle`] through
 //! which the guest's `call-context` reaches the session.
 
@@ -24,6 +28,7 @@ mod host;
 mod io;
 mod pool;
 mod timers;
+mod transaction;
 mod wasi;
 mod wasi_io;
 
@@ -31,5 +36,6 @@ pub use component::Component;
 pub use io::blocking;
 pub use engine::{Runtime, RuntimeConfig, RuntimeError, RuntimeStats};
 pub use pool::PoolStats;
+pub use transaction::{parse_object, parse_value};
 pub use host::{CallChain, CallLimits, Caller, GroupOp, GroupReply, GuestError, HostServices, RpcTarget, SessionHandle};
 pub use pool::{Affinity, Call, CallError, Description, Finish, HandlerKind, PoolConfig, ServerPool};

@@ -35,6 +35,7 @@ use crate::engine::{EPOCH_TICK, Runtime, RuntimeError};
 use crate::io::hand_off_io_thread;
 use crate::host::{CallChain, CallToken, Caller, GuestError, HostServices, HostState, LogTag, SessionHandle};
 use crate::timers::{TimerHandle, Timers};
+use crate::transaction::Transaction;
 
 /// Limits and identity of one server type's pool.
 #[derive(Debug, Clone)]
@@ -66,6 +67,9 @@ pub struct PoolConfig {
     /// Whether this pool serves remotes: its instances are named in the call chain of the RPCs
     /// they make, so a remote never waits on an instance that waits on it.
     pub remotes: bool,
+    /// Untrusted mode: every call runs on a fresh instance, and its host effects (session data,
+    /// group changes, pushes, kicks) are applied only when it returns (see `transaction`).
+    pub untrusted: bool,
 }
 
 /// Request or notify.
@@ -225,6 +229,8 @@ pub struct PoolStats {
     /// Instances replaced between calls because their memory passed three quarters of
     /// `memory_limit` (a garbage-collected guest's heap grows until its collector runs out).
     pub recycled: AtomicU64,
+    /// Instances created for one call each (untrusted mode), not counting rebuilds after traps.
+    pub fresh: AtomicU64,
     /// Calls run on an I/O thread rather than on the instance's own thread.
     pub inline: AtomicU64,
     /// Ticks of repeating timers dropped because the previous tick still waited for its
@@ -355,6 +361,7 @@ impl ServerPool {
             sum.rebuilds.fetch_add(s.rebuilds.load(Ordering::Relaxed), Ordering::Relaxed);
             sum.inline.fetch_add(s.inline.load(Ordering::Relaxed), Ordering::Relaxed);
             sum.recycled.fetch_add(s.recycled.load(Ordering::Relaxed), Ordering::Relaxed);
+            sum.fresh.fetch_add(s.fresh.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         sum.timer_ticks_dropped.store(self.timers.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
         sum
@@ -410,6 +417,7 @@ impl ServerPool {
             };
             // Still holding the instance.
             finish(result);
+            worker.prepare();
             return;
         }
         let (done, rx) = oneshot::channel();
@@ -509,6 +517,9 @@ struct Worker {
     deadline_ticks: u64,
     /// The guest's `shutdown` ran: no more calls.
     stopped: bool,
+    /// Untrusted mode: the instance was dropped after a call that ended well, so the next one
+    /// built is a fresh instance, not a rebuild.
+    fresh_next: bool,
 }
 
 impl Worker {
@@ -533,6 +544,7 @@ impl Worker {
             stats,
             deadline_ticks,
             stopped: false,
+            fresh_next: false,
         }
     }
 
@@ -650,12 +662,14 @@ impl Worker {
                 let result = self.execute(job.work, false);
                 self.stats.calls.fetch_add(1, Ordering::Relaxed);
                 job.reply.send(result);
+                self.prepare();
             }
             Msg::Timer { id, payload } => {
                 if self.env.timers.fire(id) {
                     if let Err(e) = self.execute_timer(id, &payload) {
                         tracing::warn!(server_type = %self.config.server_type, instance = self.index, timer = id, "on-timer failed: {e}");
                     }
+                    self.prepare();
                 }
             }
             Msg::Shutdown(done) => {
@@ -679,10 +693,36 @@ impl Worker {
                 tracing::error!(server_type = %self.config.server_type, instance = self.index, "cannot rebuild instance: {msg}");
                 CallError::Unavailable(msg)
             })?;
-            self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+            let counter = if std::mem::take(&mut self.fresh_next) { &self.stats.fresh } else { &self.stats.rebuilds };
+            counter.fetch_add(1, Ordering::Relaxed);
             self.slot = Some(slot);
         }
         Ok(())
+    }
+
+    /// Untrusted mode: builds the next call's instance now that the last call's answer went
+    /// out, rather than when the next call comes (a failure is logged, and tried again then).
+    fn prepare(&mut self) {
+        if self.config.untrusted && !self.stopped {
+            let _ = self.ensure();
+        }
+    }
+
+    /// Untrusted mode, after a call: one that returned (`ok`: an answer or an error of its own)
+    /// commits its host effects, any other end discards them and cancels the timers it set.
+    /// Its instance is dropped either way: the next call gets a fresh one.
+    fn settle(&mut self, tx: Transaction, timers_set: Option<Vec<u64>>, session: Option<&Arc<dyn SessionHandle>>, ok: bool, route: &str) {
+        if ok {
+            tx.commit(session, &*self.env.services, &self.config.server_type, route);
+        } else {
+            drop(tx);
+            for id in timers_set.into_iter().flatten() {
+                self.env.timers.cancel(id);
+            }
+        }
+        if self.slot.take().is_some() {
+            self.fresh_next = true;
+        }
     }
 
     /// Runs one call; `inline` when on an I/O thread (see the module documentation).
@@ -695,9 +735,17 @@ impl Worker {
         };
         let chain = if let Work::Remote { chain, .. } = &work { chain.clone() } else { CallChain::default() };
         self.set_tag(route, session.map_or(0, |s| s.id()));
+        let tx = self.config.untrusted.then(|| Transaction::begin(session, &self.env.services));
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();
-        data.call = session.cloned();
+        match &tx {
+            Some(tx) => {
+                data.call = tx.session();
+                data.services = tx.services();
+                data.timers_set = Some(Vec::new());
+            }
+            None => data.call = session.cloned(),
+        }
         data.limits.hit = false;
         data.budget.reset();
         data.chain = chain;
@@ -725,17 +773,21 @@ impl Worker {
         let _ = data.table.delete(token);
         data.call = None;
         data.deadline = None;
+        let timers_set = data.timers_set.take();
+        if tx.is_some() {
+            data.services = self.env.services.clone();
+        }
         // An instance whose memory passed three quarters of its cap is replaced before its next
         // call rather than let fail one: a garbage-collected guest (SpiderMonkey, CPython)
         // grows its heap until its collector cannot get more, then crashes a call.
-        if result.as_ref().is_ok() && data.limits.grown > self.config.memory_limit / 4 * 3 {
+        if tx.is_none() && result.as_ref().is_ok() && data.limits.grown > self.config.memory_limit / 4 * 3 {
             tracing::debug!(server_type = %self.config.server_type, instance = self.index, grown = data.limits.grown, "instance memory past 3/4 of its limit: replaced before its next call");
             self.stats.recycled.fetch_add(1, Ordering::Relaxed);
             self.slot = None;
         }
         crate::host::report_dropped(&mut self.tag.lock());
         let max = self.config.max_response;
-        match result {
+        let outcome = match result {
             Ok(Ok(bytes)) if bytes.len() > max => Err(CallError::ResponseTooLarge { size: bytes.len(), max }),
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(e)) => {
@@ -743,14 +795,24 @@ impl Worker {
                 if size > max { Err(CallError::ErrorTooLarge { size, max }) } else { Err(CallError::Guest(e.into())) }
             }
             Err(e) => Err(self.trapped(e)),
+        };
+        if let Some(tx) = tx {
+            let ok = matches!(outcome, Ok(_) | Err(CallError::Guest(_)));
+            self.settle(tx, timers_set, session, ok, route);
         }
+        outcome
     }
 
     fn execute_timer(&mut self, id: u64, payload: &[u8]) -> Result<(), CallError> {
         self.ensure()?;
         self.set_tag("on-timer", 0);
+        let tx = self.config.untrusted.then(|| Transaction::begin(None, &self.env.services));
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();
+        if let Some(tx) = &tx {
+            data.services = tx.services();
+            data.timers_set = Some(Vec::new());
+        }
         data.limits.hit = false;
         data.budget.reset();
         data.chain = CallChain::default();
@@ -758,9 +820,18 @@ impl Worker {
         data.inline = Inline::default();
         slot.store.set_epoch_deadline(self.deadline_ticks);
         let r = guarded(|| slot.bindings.kiwano_server_guest().call_on_timer(&mut slot.store, id, payload));
-        slot.store.data_mut().deadline = None;
+        let data = slot.store.data_mut();
+        data.deadline = None;
+        let timers_set = data.timers_set.take();
+        if tx.is_some() {
+            data.services = self.env.services.clone();
+        }
         crate::host::report_dropped(&mut self.tag.lock());
-        r.map_err(|e| self.trapped(e))
+        let outcome = r.map_err(|e| self.trapped(e));
+        if let Some(tx) = tx {
+            self.settle(tx, timers_set, None, outcome.is_ok(), "on-timer");
+        }
+        outcome
     }
 
     /// Classifies a trap and drops the instance: a trapped store cannot be entered again.

@@ -163,6 +163,7 @@ impl Server {
                     log_bytes: st.max_log_bytes_per_call,
                 },
                 remotes: false,
+                untrusted: st.untrusted,
             };
             let fixed_affinity = match st.parsed_affinity() {
                 Ok(AffinitySetting::Fixed(a)) => Some(a),

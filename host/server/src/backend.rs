@@ -16,7 +16,7 @@ use prost::Message as _;
 use serde_json::{Map, Value};
 
 use crate::bridge::Bridge;
-use crate::session::{parse_object, parse_value};
+use kiwano_runtime::{parse_object, parse_value};
 
 struct State {
     uid: Option<String>,

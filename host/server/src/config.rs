@@ -360,6 +360,10 @@ pub struct ServerTypeConfig {
     pub max_log_lines_per_call: u32,
     /// Bytes of those.
     pub max_log_bytes_per_call: u64,
+    /// Untrusted mode: every call runs on a fresh instance, and its host effects (session
+    /// data, group changes, pushes, kicks) are applied only when it returns, discarded when it
+    /// traps or runs out of time or memory.
+    pub untrusted: bool,
     /// Free-form table given to the guest's `init` as JSON.
     pub config: toml::Table,
     /// Where clients connect.
@@ -395,6 +399,7 @@ impl Default for ServerTypeConfig {
             max_timers_per_call: 100,
             max_log_lines_per_call: 1000,
             max_log_bytes_per_call: 1 << 20,
+            untrusted: false,
             config: toml::Table::new(),
             acceptors: Vec::new(),
             max_connections: 100_000,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use kiwano_protocol::error::codes;
-use kiwano_runtime::{GuestError, SessionHandle};
+use kiwano_runtime::{GuestError, SessionHandle, parse_object, parse_value};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
@@ -478,26 +478,6 @@ impl SessionHandle for Session {
     fn pin(&self, server_type: &str, server_id: &str) -> Result<(), GuestError> {
         Session::pin(self, server_type, server_id);
         Ok(())
-    }
-}
-
-/// A session-data value given as JSON text.
-///
-/// # Errors
-/// `PIT-400` for text that is not JSON.
-pub(crate) fn parse_value(key: &str, value: &str) -> Result<Value, GuestError> {
-    serde_json::from_str(value)
-        .map_err(|e| GuestError::new(codes::BAD_REQUEST, format!("session data value for {key:?} is not JSON: {e}")))
-}
-
-/// Whole session data given as JSON text.
-///
-/// # Errors
-/// `PIT-400` for anything but a JSON object.
-pub(crate) fn parse_object(data: &str) -> Result<Map<String, Value>, GuestError> {
-    match serde_json::from_str::<Value>(data) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(GuestError::new(codes::BAD_REQUEST, "session data must be a JSON object")),
     }
 }
 

@@ -125,6 +125,75 @@ fn on_timer(id: u64, payload: &[u8]) {
     let _ = users::push_raw("onTimer", format!("{tag}#{id}").as_bytes(), &[uid]);
 }
 
+/// `test.tx`: makes host effects in this order — session data (`set`), joining a group
+/// (`join`: created if missing, the bound uid added), a push to the session (`push`, on
+/// `onTx`), a push to users (`users`, on `onTxUsers`), a timer (`timer_ms`, firing `onTimer` to
+/// the bound uid with tag `tx`), a kick (`kick`) — then ends as `then` says: `ok`, `error` (its
+/// own error `RH-TX`), `trap`, `loop` (past its deadline) or `oom`. Answers the session data and
+/// the group's members as the call sees them.
+#[derive(Deserialize)]
+struct TxCmd {
+    #[serde(default)]
+    set: serde_json::Map<String, Value>,
+    join: Option<String>,
+    push: Option<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    timer_ms: Option<u64>,
+    #[serde(default)]
+    kick: bool,
+    then: String,
+}
+
+fn tx(ctx: &Context, c: TxCmd) -> Result<Value, Error> {
+    for (k, v) in &c.set {
+        ctx.set(k, v)?;
+    }
+    let uid = ctx.uid().unwrap_or_default();
+    let members = match &c.join {
+        Some(g) => {
+            match groups::create(g, None) {
+                Err(e) if e.msg == "group already exists" => {}
+                r => r?,
+            }
+            groups::add(g, &uid)?;
+            groups::members(g)?
+        }
+        None => Vec::new(),
+    };
+    if let Some(p) = &c.push {
+        ctx.push_raw("onTx", p.as_bytes())?;
+    }
+    if !c.users.is_empty() {
+        users::push_raw("onTxUsers", b"hi", &c.users)?;
+    }
+    if let Some(ms) = c.timer_ms {
+        timers::after(Duration::from_millis(ms), json!({"uid": uid, "tag": "tx"}).to_string().as_bytes())?;
+    }
+    if c.kick {
+        ctx.kick()?;
+    }
+    let seen = json!({"data": Value::Object(ctx.data()), "members": members});
+    match c.then.as_str() {
+        "ok" => Ok(seen),
+        "error" => Err(Error::new("RH-TX", "refused after its effects")),
+        "trap" => panic!("testbed trap after its effects"),
+        "loop" => loop {
+            std::hint::spin_loop();
+        },
+        "oom" => {
+            let mut hog: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hog.push(vec![1u8; 1 << 20]);
+            }
+        }
+        other => Err(Error::bad_request(format!("unknown ending {other}"))),
+    }
+}
+
+/// Calls this instance has served to `test.calls`: 1 every time on a fresh instance per call.
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
 #[derive(Deserialize)]
 struct Sum {
     a: i64,
@@ -190,6 +259,8 @@ fn handlers(s: Server) -> Server {
         .notify_raw("test.notify", |ctx, b| ctx.push_raw("onNotify", b))
         .request("test.group", group)
         .request("test.flood", flood)
+        .request("test.tx", tx)
+        .request_raw("test.calls", |_, _| Ok((CALLS.fetch_add(1, Ordering::Relaxed) + 1).to_string().into_bytes()))
         .request_raw("test.recurse", |_, b| Ok(depth(number(b)).to_string().into_bytes()))
         .request("test.pushusers", |_, c: PushCmd| users::push_raw(&c.route, c.body.as_bytes(), &c.uids))
         .request("test.kickusers", |_, uids: Vec<String>| users::kick(&uids))
