@@ -73,10 +73,11 @@ async fn javascript_guest_on_the_wire() {
     check(&s, "JS-001", "javascript").await;
 }
 
-/// The Python SDK's own tests (with its in-memory host) and the Python chat room's.
+/// The Python SDK's own tests (with its in-memory host), the Python chat room's and the Python
+/// conformance server's.
 #[test]
 fn the_python_sdk_and_its_example_pass_their_own_tests() {
-    for dir in ["guest-sdk/python/tests", "examples/chat-python/tests"] {
+    for dir in ["guest-sdk/python/tests", "examples/chat-python/tests", "tests/conformance/python/tests"] {
         let out = std::process::Command::new("python3")
             .current_dir(root())
             .args(["-m", "unittest", "discover", "-s", dir])
@@ -87,11 +88,11 @@ fn the_python_sdk_and_its_example_pass_their_own_tests() {
     }
 }
 
-/// The JavaScript SDK's own tests (in-memory host, its components run under Node) and the
-/// JavaScript chat room's.
+/// The JavaScript SDK's own tests (in-memory host, its components run under Node), the
+/// JavaScript chat room's and the JavaScript conformance server's.
 #[test]
 fn the_javascript_sdk_and_its_example_pass_their_own_tests() {
-    for dir in ["guest-sdk/js/test/", "examples/chat-js/test/"] {
+    for dir in ["guest-sdk/js/test/", "examples/chat-js/test/", "tests/conformance/js/test/"] {
         let out = std::process::Command::new("node").current_dir(root()).args(["--test", dir]).output().expect("node runs");
         assert!(out.status.success(), "{dir}:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
