@@ -29,16 +29,21 @@ impl Component {
     /// An unreadable file, or a component that does not compile or does not fit the world.
     pub fn load(runtime: &Runtime, path: &Path) -> Result<Self, RuntimeError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read { path: shown.clone(), source })?;
+        let read = |source| RuntimeError::Read { path: shown.clone(), source };
         let invalid = |source| RuntimeError::Invalid { path: shown.clone(), source };
-        let entry = runtime.config.cache_dir.as_deref().map(|dir| cache::entry(runtime, dir, &bytes));
+        let start = std::time::Instant::now();
+        let entry = match runtime.config.cache_dir.as_deref() {
+            Some(dir) => Some(cache::entry(runtime, dir, path).map_err(read)?),
+            None => None,
+        };
         let cached = entry.as_deref().and_then(|e| cache::load(runtime, e));
         let component = match cached {
             Some(c) => {
-                tracing::info!(component = %shown, "loaded compiled component from cache");
+                tracing::info!(component = %shown, took = ?start.elapsed(), "loaded compiled component from cache");
                 c
             }
             None => {
+                let bytes = std::fs::read(path).map_err(read)?;
                 let start = std::time::Instant::now();
                 let c = wasmtime::component::Component::from_binary(&runtime.engine, &bytes).map_err(invalid)?;
                 runtime.stats.compiled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
