@@ -854,6 +854,17 @@ export const rpc = {
   },
 };
 
+/** The longest delay or period the host sets a timer for: a year, in milliseconds. */
+export const MAX_DELAY_MS = 365 * 24 * 3600 * 1000;
+
+function delay64(ms, what) {
+  const n = Number(ms);
+  if (n > MAX_DELAY_MS) {
+    throw new KiwanoError('PIT-400', `timer not set: the ${what} is longer than a year`);
+  }
+  return ms64(n);
+}
+
 function started(id) {
   if (id === 0n || id === 0) {
     throw new KiwanoError('PIT-500', 'timer not set: this instance holds its maximum of live timers');
@@ -864,16 +875,19 @@ function started(id) {
 /** Timers delivered to this instance's `onTimer` hook. Ids are BigInts. */
 export const timers = {
   /** Fires once after `ms`, with `payload` (a value as JSON, a Uint8Array as it is); returns
-   * the timer id. `PIT-500` when the instance already holds its maximum of live timers. */
+   * the timer id. `PIT-500` when the instance already holds its maximum of live timers,
+   * `PIT-400` for a delay over a year. */
   after(ms, payload) {
+    const delay = delay64(ms, 'delay');
     const body = payload === undefined ? EMPTY : outgoing(payload);
-    return started(host().timers.after(ms64(ms), body));
+    return started(host().timers.after(delay, body));
   },
   /** Fires every `ms` until cancelled; a tick that comes while the previous one still waits
    * is dropped. */
   every(ms, payload) {
+    const period = delay64(ms, 'period');
     const body = payload === undefined ? EMPTY : outgoing(payload);
-    return started(host().timers.every(ms64(ms), body));
+    return started(host().timers.every(period, body));
   },
   /** Cancels a timer: it never fires afterwards. False if unknown or done. */
   cancel(id) {

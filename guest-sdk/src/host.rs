@@ -275,6 +275,9 @@ pub mod timers {
     use super::{ms, with};
     use crate::Error;
 
+    /// The longest delay or period the host sets a timer for: a year.
+    pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
     fn started(id: u64) -> Result<u64, Error> {
         if id == 0 {
             Err(Error::new("PIT-500", "timer not set: this instance holds its maximum of live timers"))
@@ -283,13 +286,22 @@ pub mod timers {
         }
     }
 
+    /// The delay in milliseconds, if the host would set a timer for it.
+    fn delay_ms(delay: Duration) -> Result<u64, Error> {
+        if delay > MAX_DELAY {
+            return Err(Error::new("PIT-400", format!("timer not set: {delay:?} is longer than a year")));
+        }
+        Ok(ms(delay))
+    }
+
     /// Fires once after `delay`; returns the timer id.
     ///
     /// # Errors
     /// `PIT-500` when the instance already holds its maximum of live timers
-    /// (`servers.<type>.max_timers`).
+    /// (`servers.<type>.max_timers`); `PIT-400` for a delay over [`MAX_DELAY`].
     pub fn after(delay: Duration, payload: &[u8]) -> Result<u64, Error> {
-        started(with(|h| h.timer_start(ms(delay), false, payload)))
+        let ms = delay_ms(delay)?;
+        started(with(|h| h.timer_start(ms, false, payload)))
     }
 
     /// Fires every `period` until cancelled; returns the timer id. A tick that comes while the
@@ -298,7 +310,8 @@ pub mod timers {
     /// # Errors
     /// As [`after`].
     pub fn every(period: Duration, payload: &[u8]) -> Result<u64, Error> {
-        started(with(|h| h.timer_start(ms(period), true, payload)))
+        let ms = delay_ms(period)?;
+        started(with(|h| h.timer_start(ms, true, payload)))
     }
 
     /// Cancels a timer: it never fires afterwards. False if unknown or done.

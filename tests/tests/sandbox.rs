@@ -71,3 +71,30 @@ async fn deep_recursion_fails_that_call_and_the_next_is_served() {
     assert_eq!(e.code, "PIT-500");
     assert_eq!(&c.request("test.echo", b"served").await.unwrap().data[..], b"served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_called_with_forged_handles_or_bad_arguments_fail_alone() {
+    let s = TestServer::with(TestConfig { testbed: "instances = 1".into(), ..Default::default() }).await;
+    let mut c = s.client(Transport::Tcp).await;
+    // A made-up call-context handle: the call traps, the instance is replaced.
+    let e = error_of(&c.request("test.forged", b"12345").await.unwrap());
+    assert_eq!((e.code.as_str(), e.msg.as_str()), ("PIT-500", "internal error handling testbed.test.forged"));
+    assert_eq!(&c.request("test.echo", b"after").await.unwrap().data[..], b"after");
+    assert_eq!(s.server.pool("testbed").unwrap().stats().rebuilds.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // Arguments the host refuses: an error each, and the call goes on.
+    let r = c.request("test.badargs", b"").await.unwrap();
+    assert!(!r.error, "{}", String::from_utf8_lossy(&r.data));
+    let long = "r".repeat(300);
+    let want = [
+        "group add empty uid: PIT-400 empty uid".to_owned(),
+        "group of an empty name: PIT-404 group not found".into(),
+        r#"rpc to a route without a type: PIT-400 invalid rpc route "nonsense": want server-type.service.method"#.into(),
+        format!("push on a 300-byte route: PIT-400 cannot push on {long:?}: route of 300 bytes is longer than 255 bytes"),
+        format!("users push on a 300-byte route: PIT-400 cannot push on {long:?}: route of 300 bytes is longer than 255 bytes"),
+        "bind an empty uid: PIT-400 illegal uid: the uid is empty".into(),
+        "timer of u64::MAX ms: PIT-400 timer not set: 18446744073709551.615s is longer than a year".into(),
+    ];
+    assert_eq!(String::from_utf8_lossy(&r.data), want.join("\n"));
+    assert_eq!(&c.request("test.echo", b"still here").await.unwrap().data[..], b"still here");
+    assert_eq!(s.server.pool("testbed").unwrap().stats().rebuilds.load(std::sync::atomic::Ordering::Relaxed), 1, "no trap");
+}

@@ -190,6 +190,8 @@ test('timers: after, every, cancel, and the limit', () => {
     code: 'PIT-500',
     msg: 'timer not set: this instance holds its maximum of live timers',
   });
+  // A period over a year (or no end at all) is refused before the host is asked.
+  assert.throws(() => timers.every(Infinity), { code: 'PIT-400', msg: 'timer not set: the period is longer than a year' });
 });
 
 test('log: levels and structured fields', () => {

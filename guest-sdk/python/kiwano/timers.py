@@ -6,7 +6,15 @@ from ._error import Error
 
 __all__ = ["after", "every", "cancel"]
 
-_U64_MAX = (1 << 64) - 1
+# The longest delay or period the host sets a timer for: a year, in milliseconds.
+MAX_DELAY_MS = 365 * 24 * 3600 * 1000
+
+
+def _delay(value, what):
+    ms = _host.ms(value, what, MAX_DELAY_MS + 1)
+    if ms > MAX_DELAY_MS:
+        raise Error("PIT-400", f"timer not set: the {what} is longer than a year")
+    return ms
 
 
 def _started(id):
@@ -18,15 +26,15 @@ def _started(id):
 def after(delay, payload=b""):
     """Fires once after `delay` (seconds or a timedelta); returns the timer's id. Raises
     `PIT-500` when this instance already holds its maximum of live timers
-    (`servers.<type>.max_timers`)."""
-    ms = _host.ms(delay, "delay", _U64_MAX)
+    (`servers.<type>.max_timers`), `PIT-400` for a delay over a year."""
+    ms = _delay(delay, "delay")
     return _started(_host.current().timer_start(ms, False, _host.as_bytes(payload, "payload")))
 
 
 def every(period, payload=b""):
     """Fires every `period` (seconds or a timedelta) until cancelled; returns the timer's id. A
     tick that comes while the previous one still waits for the instance is dropped."""
-    ms = _host.ms(period, "period", _U64_MAX)
+    ms = _delay(period, "period")
     return _started(_host.current().timer_start(ms, True, _host.as_bytes(payload, "payload")))
 
 

@@ -635,6 +635,10 @@ class HostTests(unittest.TestCase):
         with self.assertRaises(Error) as cm:
             timers.every(1)
         self.assertEqual(cm.exception, Error("PIT-500", "timer not set: this instance holds its maximum of live timers"))
+        # A delay over a year is refused before the host is asked.
+        with self.assertRaises(Error) as cm:
+            timers.after(datetime.timedelta(days=366))
+        self.assertEqual(cm.exception, Error("PIT-400", "timer not set: the delay is longer than a year"))
 
     def test_log(self):
         log.trace("t")

@@ -661,8 +661,15 @@ impl rpc::Host for HostState {
     }
 }
 
+/// The longest delay or period of a timer, in milliseconds (a year): a longer one is not set.
+pub const MAX_TIMER_MS: u64 = 365 * 24 * 3600 * 1000;
+
 impl HostState {
     fn timer(&mut self, ms: u64, repeat: bool, payload: Vec<u8>) -> u64 {
+        if ms > MAX_TIMER_MS {
+            emit(&mut self.tag.lock(), types::Level::Warn, &format!("timer not set: {ms} ms is over the longest timer, {MAX_TIMER_MS} ms (a year)"));
+            return 0;
+        }
         if let Err(e) = self.budget.spend(Spend::Timers, 1) {
             emit(&mut self.tag.lock(), types::Level::Warn, &format!("timer not set: {}", e.msg));
             return 0;

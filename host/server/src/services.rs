@@ -132,6 +132,12 @@ impl Services {
 
 impl HostServices for Services {
     fn push_to_users(&self, route: &str, body: &[u8], uids: &[String]) -> Result<Vec<String>, GuestError> {
+        // Refused whoever the uids are, as a push to the session is (not only once one of them
+        // turns out to be here).
+        if route.len() > 255 {
+            let e = kiwano_protocol::ProtocolError::RouteTooLong(route.len());
+            return Err(GuestError::new(codes::BAD_REQUEST, format!("cannot push on {route:?}: {e}")));
+        }
         let (mut elsewhere, mut failed) = (Vec::new(), Vec::new());
         // Encoded once, the same bytes queued for every member.
         let mut packet: Option<Bytes> = None;

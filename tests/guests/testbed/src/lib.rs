@@ -260,6 +260,28 @@ fn handlers(s: Server) -> Server {
         .request("test.group", group)
         .request("test.flood", flood)
         .request("test.tx", tx)
+        // A call-context handle the host never gave (`from_handle` of any number): the
+        // component model refuses it, the call traps.
+        .request_raw("test.forged", |_, b| {
+            // SAFETY: deliberately unsound: the handle is made up, which is what is tested.
+            let forged = unsafe { kiwano_guest::CallContext::from_handle(number(b) as u32) };
+            let uid = forged.uid();
+            std::mem::forget(forged);
+            Ok(uid.unwrap_or_default().into_bytes())
+        })
+        // Host functions called with arguments they refuse: each answers an error, no trap.
+        .request_raw("test.badargs", |ctx, _| {
+            let mut seen = Vec::new();
+            let mut note = |what: &str, r: Result<String, Error>| seen.push(format!("{what}: {}", r.map_or_else(|e| format!("{} {}", e.code, e.msg), |ok| format!("ok {ok}"))));
+            note("group add empty uid", groups::add("nope", "").map(|()| String::new()));
+            note("group of an empty name", groups::members("").map(|m| format!("{m:?}")));
+            note("rpc to a route without a type", rpc::call_raw("nonsense", b"", None).map(|b| text(&b)));
+            note("push on a 300-byte route", ctx.push_raw(&"r".repeat(300), b"x").map(|()| String::new()));
+            note("users push on a 300-byte route", users::push_raw(&"r".repeat(300), b"x", &["u".into()]).map(|m| format!("{m:?}")));
+            note("bind an empty uid", ctx.bind("").map(|()| String::new()));
+            note("timer of u64::MAX ms", timers::after(Duration::from_millis(u64::MAX), b"x").map(|id| id.to_string()));
+            Ok(seen.join("\n").into_bytes())
+        })
         .request_raw("test.calls", |_, _| Ok((CALLS.fetch_add(1, Ordering::Relaxed) + 1).to_string().into_bytes()))
         .request_raw("test.recurse", |_, b| Ok(depth(number(b)).to_string().into_bytes()))
         .request("test.pushusers", |_, c: PushCmd| users::push_raw(&c.route, c.body.as_bytes(), &c.uids))
