@@ -21,13 +21,15 @@ fi
 
 # Debian packages: Chromium for the browser test of examples/chat's page, the openssl command
 # line for a TLS client that sends an IP address as SNI (as libpitaya does), and the cluster's
-# real services (the tests start their own on free loopback ports).
+# real services (the tests start their own on free loopback ports), and Prometheus (promtool and
+# a server that scrapes a Kiwano process).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]} from Debian's packages" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

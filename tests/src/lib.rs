@@ -147,11 +147,14 @@ pub struct TestConfig {
     pub component: Option<PathBuf>,
     /// The compiled-component cache; `None`: one shared by all tests under `target/`.
     pub cache_dir: Option<PathBuf>,
+    /// Record metrics as the binary does (Prometheus text at `/metrics` on the HTTP listener,
+    /// which `extra` must then configure).
+    pub metrics: bool,
 }
 
 impl Default for TestConfig {
     fn default() -> Self {
-        Self { extra: String::new(), testbed: "instances = 2".into(), server_type: "testbed".into(), component: None, cache_dir: None }
+        Self { extra: String::new(), testbed: "instances = 2".into(), server_type: "testbed".into(), component: None, cache_dir: None, metrics: false }
     }
 }
 
@@ -212,7 +215,13 @@ key = "{key}"
             key = key.display(),
         );
         let config = Config::parse(&text, "test.toml", std::iter::empty()).expect("test config");
-        let server = Server::start(config, Path::new("/")).await.expect("server starts");
+        let metrics = if opts.metrics {
+            let sink = kiwano_telemetry::Prometheus::new(&config.metric_labels()).expect("metrics");
+            kiwano_metrics::Metrics::new(Arc::new(sink))
+        } else {
+            kiwano_metrics::Metrics::disabled()
+        };
+        let server = Server::start_with(config, Path::new("/"), metrics).await.expect("server starts");
         Self { server, server_type: opts.server_type }
     }
 

@@ -432,6 +432,15 @@ impl Cluster {
         snapshot.of_type(server_type).filter(|r| silent.get(&r.info.id).is_none_or(|s| now >= s.until)).map(|r| r.info.clone()).collect()
     }
 
+    /// How many servers of each type discovery knows of (silent ones included).
+    pub fn server_counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for r in self.discovery.snapshot().by_id.values() {
+            *counts.entry(r.info.server_type.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// A live server by id.
     pub fn server(&self, id: &str) -> Option<ServerInfo> {
         self.discovery.snapshot().get(id).cloned()

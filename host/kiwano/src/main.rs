@@ -212,6 +212,16 @@ fn parse_listen(s: &str) -> Result<(AcceptorKind, String), String> {
     Ok((kind.parse()?, address.to_owned()))
 }
 
+/// What the process records, as `[metrics]` says: Prometheus text at `/metrics`, with the
+/// constant labels `game` and `serverType` (and `metrics.const_labels`).
+fn metrics(config: &Config) -> anyhow::Result<kiwano_metrics::Metrics> {
+    if !config.metrics.enabled {
+        return Ok(kiwano_metrics::Metrics::disabled());
+    }
+    let sink = kiwano_telemetry::Prometheus::new(&config.metric_labels()).context("cannot set up the metrics ([metrics])")?;
+    Ok(kiwano_metrics::Metrics::new(std::sync::Arc::new(sink)))
+}
+
 fn run(project: &Path, config: Config, watch: bool) -> anyhow::Result<()> {
     project::build_all(project, &config)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the I/O runtime")?;
@@ -219,8 +229,9 @@ fn run(project: &Path, config: Config, watch: bool) -> anyhow::Result<()> {
         let mut signals = Signals::new()?;
         // Starting may wait for NATS and etcd: a signal meanwhile stops the wait.
         let watched = watch.then(|| config.servers.clone());
+        let metrics = metrics(&config)?;
         let server = tokio::select! {
-            server = Server::start(config, project) => server?,
+            server = Server::start_with(config, project, metrics) => server?,
             () = signals.next() => {
                 tracing::info!("stopped before serving");
                 return anyhow::Ok(true);

@@ -39,6 +39,7 @@ impl Component {
         let cached = entry.as_deref().and_then(|e| cache::load(runtime, e));
         let component = match cached {
             Some(c) => {
+                runtime.config.metrics.inc(&kiwano_metrics::families::COMPILED_CACHE, &["hit"]);
                 tracing::info!(component = %shown, took = ?start.elapsed(), "loaded compiled component from cache");
                 c
             }
@@ -47,6 +48,7 @@ impl Component {
                 let start = std::time::Instant::now();
                 let c = wasmtime::component::Component::from_binary(&runtime.engine, &bytes).map_err(invalid)?;
                 runtime.stats.compiled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                runtime.config.metrics.inc(&kiwano_metrics::families::COMPILED_CACHE, &["miss"]);
                 tracing::info!(component = %shown, took = ?start.elapsed(), "compiled component");
                 if let Some(e) = &entry {
                     cache::store(e, &c);

@@ -25,11 +25,13 @@ pub struct RuntimeConfig {
     /// fails with `PIT-500`, the instance is rebuilt). One value for the engine: wasmtime sets
     /// it per engine, not per instance.
     pub max_wasm_stack: usize,
+    /// Where compiled-cache hits and misses are recorded.
+    pub metrics: kiwano_metrics::Metrics,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { max_instances: 128, max_memory: 1 << 30, cache_dir: None, max_wasm_stack: 512 << 10 }
+        Self { max_instances: 128, max_memory: 1 << 30, cache_dir: None, max_wasm_stack: 512 << 10, metrics: kiwano_metrics::Metrics::disabled() }
     }
 }
 

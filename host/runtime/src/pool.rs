@@ -36,6 +36,7 @@ use crate::io::hand_off_io_thread;
 use crate::host::{CallChain, CallToken, Caller, GuestError, HostServices, HostState, LogTag, SessionHandle};
 use crate::timers::{TimerHandle, Timers};
 use crate::transaction::Transaction;
+use kiwano_metrics::families;
 
 /// Limits and identity of one server type's pool.
 #[derive(Debug, Clone)]
@@ -70,6 +71,8 @@ pub struct PoolConfig {
     /// Untrusted mode: every call runs on a fresh instance, and its host effects (session data,
     /// group changes, pushes, kicks) are applied only when it returns (see `transaction`).
     pub untrusted: bool,
+    /// Where calls, failures and new instances are recorded.
+    pub metrics: kiwano_metrics::Metrics,
 }
 
 /// Request or notify.
@@ -233,6 +236,8 @@ pub struct PoolStats {
     pub fresh: AtomicU64,
     /// Calls run on an I/O thread rather than on the instance's own thread.
     pub inline: AtomicU64,
+    /// Calls running now (0 or 1 for one instance).
+    pub busy: AtomicU64,
     /// Ticks of repeating timers dropped because the previous tick still waited for its
     /// instance (a handler slower than its period).
     pub timer_ticks_dropped: AtomicU64,
@@ -351,6 +356,11 @@ impl ServerPool {
     /// The number of instances.
     pub fn instances(&self) -> usize {
         self.workers.len()
+    }
+
+    /// The number of instances running a call now.
+    pub fn busy(&self) -> usize {
+        self.stats.iter().map(|s| s.busy.load(Ordering::Relaxed) as usize).sum()
     }
 
     /// The pool's counters.
@@ -693,17 +703,19 @@ impl Worker {
                 tracing::error!(server_type = %self.config.server_type, instance = self.index, "cannot rebuild instance: {msg}");
                 CallError::Unavailable(msg)
             })?;
-            let counter = if std::mem::take(&mut self.fresh_next) { &self.stats.fresh } else { &self.stats.rebuilds };
+            let (counter, why) = if std::mem::take(&mut self.fresh_next) { (&self.stats.fresh, "fresh") } else { (&self.stats.rebuilds, "rebuild") };
             counter.fetch_add(1, Ordering::Relaxed);
+            self.config.metrics.inc(&families::INSTANCES_CREATED, &[&self.config.server_type, why]);
             self.slot = Some(slot);
         }
         Ok(())
     }
 
-    /// Untrusted mode: builds the next call's instance now that the last call's answer went
-    /// out, rather than when the next call comes (a failure is logged, and tried again then).
+    /// Builds the next call's instance, if the last call left none (a trap, a recycled
+    /// instance, untrusted mode), now that the last call's answer went out rather than when the
+    /// next call comes (a failure is logged, and tried again then).
     fn prepare(&mut self) {
-        if self.config.untrusted && !self.stopped {
+        if self.slot.is_none() && !self.stopped {
             let _ = self.ensure();
         }
     }
@@ -759,6 +771,8 @@ impl Worker {
         let borrow = || Resource::<CallToken>::new_borrow(token.rep());
         slot.store.set_epoch_deadline(if inline { FIRST_SLICE } else { self.deadline_ticks });
         let guest = slot.bindings.kiwano_server_guest();
+        let started = std::time::Instant::now();
+        self.stats.busy.fetch_add(1, Ordering::Relaxed);
         let result = guarded(|| match &work {
             Work::Handle { route, body, .. } => guest.call_handle(&mut slot.store, borrow(), route, body),
             Work::SessionClosed(session) => {
@@ -769,6 +783,8 @@ impl Worker {
             }
             Work::Remote { route, body, .. } => guest.call_remote(&mut slot.store, route, body),
         });
+        self.stats.busy.fetch_sub(1, Ordering::Relaxed);
+        let took = started.elapsed();
         let data = slot.store.data_mut();
         let _ = data.table.delete(token);
         data.call = None;
@@ -783,6 +799,7 @@ impl Worker {
         if tx.is_none() && result.as_ref().is_ok() && data.limits.grown > self.config.memory_limit / 4 * 3 {
             tracing::debug!(server_type = %self.config.server_type, instance = self.index, grown = data.limits.grown, "instance memory past 3/4 of its limit: replaced before its next call");
             self.stats.recycled.fetch_add(1, Ordering::Relaxed);
+            self.config.metrics.inc(&families::INSTANCES_CREATED, &[&self.config.server_type, "recycled"]);
             self.slot = None;
         }
         crate::host::report_dropped(&mut self.tag.lock());
@@ -796,11 +813,33 @@ impl Worker {
             }
             Err(e) => Err(self.trapped(e)),
         };
+        self.record(route, took, &outcome);
         if let Some(tx) = tx {
             let ok = matches!(outcome, Ok(_) | Err(CallError::Guest(_)));
             self.settle(tx, timers_set, session, ok, route);
         }
         outcome
+    }
+
+    /// Records a call's duration and, for a failure that is not the guest's own error, why
+    /// (`kiwano_guest_call_duration_seconds`, `kiwano_guest_failures_total`).
+    fn record<T>(&self, route: &str, took: Duration, outcome: &Result<T, CallError>) {
+        let m = &self.config.metrics;
+        if !m.enabled() {
+            return;
+        }
+        let st = self.config.server_type.as_str();
+        m.observe(&families::GUEST_CALL, &[st, route], took.as_secs_f64());
+        let reason = match outcome {
+            Ok(_) | Err(CallError::Guest(_)) => return,
+            Err(CallError::Trap(_)) => "trap",
+            Err(CallError::Deadline(_)) => "deadline",
+            Err(CallError::OutOfMemory(_)) => "out_of_memory",
+            Err(CallError::ResponseTooLarge { .. } | CallError::ErrorTooLarge { .. }) => "too_large",
+            Err(CallError::Cycle(_)) => "cycle",
+            Err(CallError::Unavailable(_)) => "unavailable",
+        };
+        m.inc(&families::GUEST_FAILURES, &[st, reason]);
     }
 
     fn execute_timer(&mut self, id: u64, payload: &[u8]) -> Result<(), CallError> {
@@ -819,7 +858,9 @@ impl Worker {
         data.deadline = Some(std::time::Instant::now() + self.config.call_timeout);
         data.inline = Inline::default();
         slot.store.set_epoch_deadline(self.deadline_ticks);
+        let started = std::time::Instant::now();
         let r = guarded(|| slot.bindings.kiwano_server_guest().call_on_timer(&mut slot.store, id, payload));
+        let took = started.elapsed();
         let data = slot.store.data_mut();
         data.deadline = None;
         let timers_set = data.timers_set.take();
@@ -828,6 +869,7 @@ impl Worker {
         }
         crate::host::report_dropped(&mut self.tag.lock());
         let outcome = r.map_err(|e| self.trapped(e));
+        self.record("on-timer", took, &outcome);
         if let Some(tx) = tx {
             self.settle(tx, timers_set, None, outcome.is_ok(), "on-timer");
         }

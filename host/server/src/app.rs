@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiwano_metrics::{Metrics, families};
 use kiwano_protocol::RouteDictionary;
 use kiwano_protocol::handshake::HandshakeResponse;
 use kiwano_runtime::{PoolConfig, Runtime, RuntimeConfig, ServerPool};
@@ -101,11 +102,20 @@ pub struct Server {
 
 impl Server {
     /// Loads the components named by `config` (relative to `project`), starts their pools and
-    /// listens on every acceptor.
+    /// listens on every acceptor; records no metrics (see [`Server::start_with`]).
     ///
     /// # Errors
     /// See [`StartError`].
     pub async fn start(config: Config, project: &Path) -> Result<Self, StartError> {
+        Self::start_with(config, project, Metrics::disabled()).await
+    }
+
+    /// [`Server::start`], recording into `metrics`, which the HTTP listener serves at
+    /// `/metrics` (the binary makes it from `[metrics]` and [`Config::metric_labels`]).
+    ///
+    /// # Errors
+    /// See [`StartError`].
+    pub async fn start_with(config: Config, project: &Path, metrics: Metrics) -> Result<Self, StartError> {
         let id = if config.app.id.is_empty() {
             let first = config.servers.keys().next().cloned().unwrap_or_default();
             format!("{first}-{:08x}", std::collections::hash_map::RandomState::new().build_hasher().finish() as u32)
@@ -118,6 +128,7 @@ impl Server {
             max_memory: config.runtime.max_memory,
             cache_dir,
             max_wasm_stack: config.runtime.max_wasm_stack,
+            metrics: metrics.clone(),
         })?;
         let sessions = Arc::new(SessionPool::default());
         // Waits for NATS and etcd (logging each attempt) when the config names them.
@@ -135,6 +146,7 @@ impl Server {
             local: config.servers.iter().map(|(name, st)| server_id(name, &st.id)).collect(),
             timeout: config.cluster.request_timeout,
             next: std::sync::atomic::AtomicUsize::new(0),
+            metrics: metrics.clone(),
         });
         let hostname = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
         let mut types = HashMap::new();
@@ -164,6 +176,7 @@ impl Server {
                 },
                 remotes: false,
                 untrusted: st.untrusted,
+                metrics: metrics.clone(),
             };
             let fixed_affinity = match st.parsed_affinity() {
                 Ok(AffinitySetting::Fixed(a)) => Some(a),
@@ -221,7 +234,19 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             faults: Arc::default(),
+            metrics: metrics.clone(),
         });
+        // The series without labels exist from the start, at zero (Kiwano pauses reading a
+        // client that sends too fast rather than drop its messages: the rate-limit counter
+        // stays at zero).
+        metrics.add(&families::CONNECTED_CLIENTS, &[], 0.0);
+        metrics.add(&families::EXCEEDED_RATE_LIMITING, &[], 0.0);
+        metrics.set(&families::RPC_DROPPED, &[], 0.0);
+        for (name, st) in &config.servers {
+            if st.frontend {
+                metrics.add(&families::SESSIONS, &[name], 0.0);
+            }
+        }
         sessions.set_hooks(Arc::new(ClusterBinding {
             cluster: cluster.clone(),
             bridge: bridge.clone(),
@@ -236,6 +261,7 @@ impl Server {
             request_timeout: config.cluster.request_timeout,
             unique_session: config.cluster.unique_session,
             bridge,
+            metrics: metrics.clone(),
         });
         // Join the cluster: every server type of the process is a server the others reach over
         // RPC, exactly as across machines. Served before announced: whoever finds it can reach it.
@@ -256,6 +282,9 @@ impl Server {
             let root = Config::resolve(project, &config.app.web_root);
             tracing::info!(address = ?http, root = %root.display(), "serving the web client under /web/");
             let mut router = crate::http::router(root);
+            if metrics.enabled() {
+                router = crate::http::with_metrics(router, Arc::new(MetricsView(shared.clone())));
+            }
             if !config.app.admin_token.is_empty() {
                 router = crate::http::with_admin(router, Arc::new(AdminTypes(shared.clone())), config.app.admin_token.clone());
             }
@@ -414,6 +443,36 @@ impl Server {
         }
         tracing::info!("stopped");
         clean
+    }
+}
+
+/// What `/metrics` serves: the metrics recorded, with the gauges read from the process's state
+/// (servers discovered, instances, component versions) brought up to date first.
+struct MetricsView(Arc<Shared>);
+
+impl crate::http::MetricsSource for MetricsView {
+    fn render(&self) -> Option<(&'static str, String)> {
+        let shared = &self.0;
+        let m = &shared.metrics;
+        for (t, n) in shared.cluster.server_counts() {
+            m.set(&families::COUNT_SERVERS, &[&t], n as f64);
+        }
+        let (mut total, mut busy, mut remote_total, mut remote_busy) = (0, 0, 0, 0);
+        for t in shared.types.values() {
+            let v = t.current();
+            m.set(&families::VERSION, &[&t.name], v.number as f64);
+            total += v.pool.instances();
+            busy += v.pool.busy();
+            if let Some(r) = &v.remotes {
+                remote_total += r.instances();
+                remote_busy += r.busy();
+            }
+        }
+        m.set(&families::WORKERS_TOTAL, &["handler_dispatch"], total as f64);
+        m.set(&families::WORKERS_BUSY, &["handler_dispatch"], busy as f64);
+        m.set(&families::WORKERS_TOTAL, &["rpc_server_remote"], remote_total as f64);
+        m.set(&families::WORKERS_BUSY, &["rpc_server_remote"], remote_busy as f64);
+        m.render()
     }
 }
 

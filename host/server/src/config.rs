@@ -61,9 +61,35 @@ pub struct Config {
     pub groups: GroupsConfig,
     /// Cluster RPC.
     pub cluster: ClusterConfig,
+    /// Metrics (`/metrics`).
+    pub metrics: MetricsConfig,
     /// Server types, by name.
     pub servers: BTreeMap<String, ServerTypeConfig>,
 }
+
+/// `[metrics]`: what `/metrics` on the HTTP listener serves (Pitaya's `pitaya.metrics.*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether metrics are recorded and served (`pitaya.metrics.prometheus.enabled`).
+    pub enabled: bool,
+    /// The constant label `game` (`pitaya.metrics.game`).
+    pub game: String,
+    /// More constant labels on every series (`pitaya.metrics.constlabels`).
+    pub const_labels: BTreeMap<String, String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, game: String::new(), const_labels: BTreeMap::new() }
+    }
+}
+
+/// Label names the metrics use themselves, which a constant label may not take.
+const RESERVED_LABELS: &[&str] = &[
+    "game", "serverType", "quantile", "le", "route", "status", "type", "code", "pool", "channel", "server_type", "reason", "why", "result",
+    "frontend",
+];
 
 /// `[app]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -547,8 +573,36 @@ impl Config {
         Ok(config)
     }
 
+    /// The constant labels of every metric: `game`, `serverType` (the process's server type;
+    /// the first frontend's, or the first type's, when it hosts several) and
+    /// `metrics.const_labels`.
+    pub fn metric_labels(&self) -> std::collections::HashMap<String, String> {
+        let server_type = self
+            .servers
+            .iter()
+            .find(|(_, st)| st.frontend)
+            .or_else(|| self.servers.iter().next())
+            .map(|(name, _)| name.clone())
+            .unwrap_or_default();
+        let mut labels: std::collections::HashMap<String, String> = self.metrics.const_labels.clone().into_iter().collect();
+        labels.insert("game".into(), self.metrics.game.clone());
+        labels.insert("serverType".into(), server_type);
+        labels
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: String, msg: &str| Err(ConfigError::Key { key, msg: msg.to_owned() });
+        for name in self.metrics.const_labels.keys() {
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with("__");
+            if !valid {
+                return bad(format!("metrics.const_labels.{name}"), "a label name is letters, digits and `_`, not starting with a digit or `__`");
+            }
+            if RESERVED_LABELS.contains(&name.as_str()) {
+                return bad(format!("metrics.const_labels.{name}"), "this label is Kiwano's own");
+            }
+        }
         if self.protocol.heartbeat_interval < Duration::from_secs(1) {
             return bad("protocol.heartbeat_interval".into(), "must be at least 1s (it is sent in whole seconds)");
         }

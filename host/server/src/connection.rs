@@ -27,6 +27,7 @@ use kiwano_protocol::message;
 use kiwano_protocol::packet::{self, Packet, PacketType};
 use kiwano_protocol::{Message, MessageType};
 
+use kiwano_metrics::families;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use crate::admission::Ticket;
@@ -65,12 +66,15 @@ pub struct Net {
     pub tracker: TaskTracker,
     /// Peer faults, summarised.
     pub faults: Arc<FaultLog>,
+    /// What the process records: connected clients, sessions per frontend.
+    pub metrics: kiwano_metrics::Metrics,
 }
 
 /// What handles a connection's messages: the router of its frontend server type.
 pub trait Dispatch: Send + Sync {
-    /// Handles one message of `session` to completion (a request's response queued).
-    fn message(&self, session: &Arc<Session>, msg: Message) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Handles one message of `session`, read at `arrived`, to completion (a request's response
+    /// queued).
+    fn message(&self, session: &Arc<Session>, msg: Message, arrived: std::time::Instant) -> Pin<Box<dyn Future<Output = ()> + Send>>;
     /// The session closed, after its last message was handled (a handshaken session only):
     /// the guest hears of it.
     fn closed(&self, session: &Arc<Session>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -142,6 +146,8 @@ pub async fn run(
 ) {
     let limits = &net.session;
     let session = net.sessions.create(remote, frontend.clone(), limits.outgoing_queue, limits.outgoing_queue_bytes, net.wire.clone());
+    net.metrics.add(&families::CONNECTED_CLIENTS, &[], 1.0);
+    net.metrics.add(&families::SESSIONS, &[&frontend], 1.0);
     // A connection accepted while shutdown began: its session may have missed the close.
     if net.shutdown.is_cancelled() {
         session.close(CloseReason::Shutdown);
@@ -201,13 +207,15 @@ pub async fn run(
         if let Some(f) = current {
             f.await;
         }
-        for m in queue {
-            dispatch.message(&session, m).await;
+        for (m, arrived) in queue {
+            dispatch.message(&session, m, arrived).await;
         }
         if handshaken {
             dispatch.closed(&session).await;
         }
         closing.sessions.remove(session.id());
+        closing.metrics.add(&families::CONNECTED_CLIENTS, &[], -1.0);
+        closing.metrics.add(&families::SESSIONS, &[session.frontend()], -1.0);
     });
     transport.close(LINGER).await;
     drop(transport);
@@ -227,7 +235,8 @@ struct Connection {
     phase: Phase,
     /// The session's FIFO: the message being handled, and those waiting behind it.
     current: Option<Handling>,
-    queue: VecDeque<Message>,
+    /// Each with when it was read.
+    queue: VecDeque<(Message, std::time::Instant)>,
     /// Bytes of the messages in `queue` (payloads after inflation): reading stops past
     /// `session.inbound_queue_bytes`.
     queued_bytes: usize,
@@ -261,9 +270,9 @@ impl Connection {
             }
             if let Some(f) = self.current.as_mut() {
                 if f.as_mut().poll(cx).is_ready() {
-                    self.current = self.queue.pop_front().map(|m| {
+                    self.current = self.queue.pop_front().map(|(m, arrived)| {
                         self.queued_bytes -= size_of(&m);
-                        self.dispatch.message(&self.session, m)
+                        self.dispatch.message(&self.session, m, arrived)
                     });
                     progress = true;
                 }
@@ -311,11 +320,11 @@ impl Connection {
                             match self.on_packet(p) {
                                 Next::Continue => {}
                                 Next::Dispatch(m) if self.current.is_none() => {
-                                    self.current = Some(self.dispatch.message(&self.session, m));
+                                    self.current = Some(self.dispatch.message(&self.session, m, std::time::Instant::now()));
                                 }
                                 Next::Dispatch(m) => {
                                     self.queued_bytes += size_of(&m);
-                                    self.queue.push_back(m);
+                                    self.queue.push_back((m, std::time::Instant::now()));
                                 }
                                 Next::Close(reason) => return Poll::Ready(reason),
                             }

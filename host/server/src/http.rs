@@ -134,6 +134,25 @@ fn json(value: &impl serde::Serialize) -> Response {
     }
 }
 
+/// What `/metrics` serves.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// The metrics in the exporter's format, with its content type; `None`: none recorded.
+    fn render(&self) -> Option<(&'static str, String)>;
+}
+
+/// `router` with `GET /metrics` (Prometheus text exposition).
+pub fn with_metrics(router: Router, source: Arc<dyn MetricsSource>) -> Router {
+    router.route(
+        "/metrics",
+        get(move || async move {
+            match source.render() {
+                Some((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+                None => not_found(),
+            }
+        }),
+    )
+}
+
 /// Serves `router` on `listener` until `shutdown`.
 pub async fn serve_http(listener: TcpListener, router: Router, shutdown: CancellationToken) {
     let served = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await });

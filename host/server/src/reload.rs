@@ -144,6 +144,7 @@ impl Versions {
         self.next.store(number + 1, Ordering::Relaxed);
         let old = std::mem::replace(&mut *self.current.write(), Arc::new(new));
         tracing::info!(server_type, version = number, previous = old.number, took = ?started.elapsed(), path = %self.loader.path.display(), "hot reload: the new version serves");
+        self.loader.pool_config.metrics.inc(&kiwano_metrics::families::RELOADS, &[server_type, "ok"]);
         // The old instances stop once every call that picked them has ended (bounded by the
         // deadline of a call, which ends or traps by then), so none finds them stopped.
         let patience = self.loader.pool_config.call_timeout * 2 + std::time::Duration::from_secs(1);
@@ -160,6 +161,7 @@ impl Versions {
 
     fn refused(&self, server_type: &str, e: ReloadError) -> ReloadError {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.loader.pool_config.metrics.inc(&kiwano_metrics::families::RELOADS, &[server_type, "refused"]);
         tracing::error!(server_type, serving = self.current().number, "hot reload refused, the running version keeps serving: {e}");
         e
     }

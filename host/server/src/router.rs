@@ -13,6 +13,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use kiwano_protocol::error::codes;
@@ -22,6 +23,7 @@ use kiwano_runtime::{Affinity, Call, CallError, HandlerKind};
 use kiwano_protocol::protos;
 
 use kiwano_cluster::{ClusterError, ServerInfo, messages};
+use kiwano_metrics::{Metrics, families};
 
 use crate::connection::Dispatch;
 use crate::session::Session;
@@ -37,9 +39,9 @@ pub struct Router {
 }
 
 impl Dispatch for Router {
-    fn message(&self, session: &Arc<Session>, msg: Message) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    fn message(&self, session: &Arc<Session>, msg: Message, arrived: Instant) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         let (shared, frontend, session) = (self.shared.clone(), self.frontend.clone(), session.clone());
-        Box::pin(async move { dispatch(&shared, &frontend, &session, msg).await })
+        Box::pin(async move { dispatch(&shared, &frontend, &session, msg, arrived).await })
     }
 
     fn closed(&self, session: &Arc<Session>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
@@ -107,27 +109,80 @@ pub fn affinity_key(affinity: &Affinity, session: &Session) -> Option<u64> {
     }
 }
 
+/// The route label of a message whose route names no handler: client-controlled strings are
+/// not labels (each would be a series of its own).
+const UNKNOWN_ROUTE: &str = "unknown";
+
+/// A request's response-time series: its route label (the route as the client sent it, as
+/// Pitaya labels it) and when the message was read.
+struct Stamp {
+    metrics: Metrics,
+    route: String,
+    arrived: Instant,
+}
+
+impl Stamp {
+    /// Records the answer (`pitaya_handler_response_time_ns`, type `handler`).
+    fn record(&self, result: &Result<Bytes, PitayaError>) {
+        if !self.metrics.enabled() {
+            return;
+        }
+        let ns = self.arrived.elapsed().as_nanos() as f64;
+        let (status, code) = match result {
+            Ok(_) => ("ok", ""),
+            Err(e) => ("failed", code_label(&e.code)),
+        };
+        self.metrics.observe(&families::RESPONSE_TIME, &[&self.route, status, "handler", code], ns);
+    }
+}
+
+/// An error code as a label: a guest chooses its codes, so one that does not look like a code
+/// (`ABC-123`: up to 16 letters, digits and dashes) is `other`.
+pub(crate) fn code_label(code: &str) -> &str {
+    if !code.is_empty() && code.len() <= 16 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') { code } else { "other" }
+}
+
 /// Handles one client message to completion: for a request, the response (or error) is queued
 /// for the client; a notify is answered with nothing. A local call's response is queued on the
 /// thread that ran it, before its instance does anything else (a timer's push comes after it).
-pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: Message) {
+/// `arrived`: when the message was read (the response time counts from then; the time until
+/// now, spent behind the session's earlier messages, is its handler delay).
+pub async fn dispatch(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: Message, arrived: Instant) {
     let request = msg.kind == MessageType::Request;
-    let local = match prepare(shared, frontend, session, &msg) {
+    let prepared = prepare(shared, frontend, session, &msg);
+    let metrics = &shared.metrics;
+    let stamp = |route: &str| Stamp { metrics: metrics.clone(), route: route.to_owned(), arrived };
+    if metrics.enabled() {
+        let (route, kind) = match &prepared {
+            Ok(Prepared::Local(..)) => (msg.route.as_str(), "local"),
+            Ok(Prepared::Forward(_)) => (msg.route.as_str(), "remote"),
+            Err(_) => (UNKNOWN_ROUTE, "local"),
+        };
+        metrics.observe(&families::HANDLER_DELAY, &[route, kind], arrived.elapsed().as_nanos() as f64);
+    }
+    let local = match prepared {
         Ok(Prepared::Local(server, pool, call)) => (server, pool, call),
         Ok(Prepared::Forward(route)) => {
             let full = route.full();
             let result = forward(shared, frontend, session, &msg, &route).await;
-            return answer(shared, session, &msg, &full, result);
+            // A route of a server type that has no such handler is the client's string too.
+            let label = if result.as_ref().is_err_and(|e| e.code == codes::NOT_FOUND || e.code == codes::BAD_REQUEST) { UNKNOWN_ROUTE } else { msg.route.as_str() };
+            return answer(shared, session, &msg, &full, result, &stamp(label));
         }
-        Err(e) => return answer(shared, session, &msg, &msg.route, Err(e)),
+        Err(e) => return answer(shared, session, &msg, &msg.route, Err(e), &stamp(UNKNOWN_ROUTE)),
     };
     let (server, pool, (key, call)) = local;
     // The full route (`type.service.method`) is only needed for an error: made then.
     let (session2, wire, id, handler) = (session.clone(), shared.net.wire.clone(), msg.id, call.route.clone());
     let finish: kiwano_runtime::Finish = if request {
-        Box::new(move |r| match outcome(&server, &handler, &session2, r) {
-            Ok(body) => respond(&wire, &session2, id, &handler, Ok(body)),
-            Err(e) => respond(&wire, &session2, id, &format!("{}.{handler}", server.name), Err(e)),
+        let stamp = stamp(&msg.route);
+        Box::new(move |r| {
+            let result = outcome(&server, &handler, &session2, r);
+            stamp.record(&result);
+            match result {
+                Ok(body) => respond(&wire, &session2, id, &handler, Ok(body)),
+                Err(e) => respond(&wire, &session2, id, &format!("{}.{handler}", server.name), Err(e)),
+            }
         })
     } else {
         let faults = shared.net.faults.clone();
@@ -190,8 +245,9 @@ fn outcome(server: &ServerType, handler: &str, session: &Session, r: Result<Vec<
 /// Answers a message: a request gets its response (or error); a failed notify is logged, as
 /// the client never hears of it (Pitaya logs it as an error too; a client can make its notifies
 /// fail at will, so repeats are counted).
-fn answer(shared: &Shared, session: &Session, msg: &Message, route: &str, result: Result<Bytes, PitayaError>) {
+fn answer(shared: &Shared, session: &Session, msg: &Message, route: &str, result: Result<Bytes, PitayaError>, stamp: &Stamp) {
     if msg.kind == MessageType::Request {
+        stamp.record(&result);
         respond(&shared.net.wire, session, msg.id, route, result);
     } else if let Err(e) = result {
         let (id, uid) = (session.id(), session.uid());

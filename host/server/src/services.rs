@@ -31,6 +31,8 @@ pub struct Services {
     pub timeout: Duration,
     /// Spreads User RPCs over the servers of a type.
     pub next: AtomicUsize,
+    /// Where outgoing RPCs are timed (`pitaya_handler_response_time_ns`, type `rpc`).
+    pub metrics: kiwano_metrics::Metrics,
 }
 
 impl std::fmt::Debug for Services {
@@ -231,6 +233,33 @@ impl HostServices for Services {
     }
 
     fn rpc(
+        &self,
+        caller: &Caller,
+        chain: &CallChain,
+        target: RpcTarget,
+        route: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, GuestError> {
+        let started = std::time::Instant::now();
+        let result = self.rpc_untimed(caller, chain, target, route, body, timeout);
+        if self.metrics.enabled() {
+            let (status, code) = match &result {
+                Ok(_) => ("ok", ""),
+                Err(e) => ("failed", crate::router::code_label(&e.code)),
+            };
+            // A route no server serves is the guest's own string: not a label of its own.
+            let label = if result.as_ref().is_err_and(|e| e.code == codes::NOT_FOUND || e.code == codes::BAD_REQUEST) { "unknown" } else { route };
+            let ns = started.elapsed().as_nanos() as f64;
+            self.metrics.observe(&kiwano_metrics::families::RESPONSE_TIME, &[label, status, "rpc", code], ns);
+        }
+        result
+    }
+}
+
+impl Services {
+    /// An RPC, untimed (see `HostServices::rpc`).
+    fn rpc_untimed(
         &self,
         caller: &Caller,
         chain: &CallChain,

@@ -49,4 +49,6 @@ pub struct Shared {
     pub unique_session: bool,
     /// Where blocking callers wait for the cluster.
     pub bridge: Bridge,
+    /// What the process records (`/metrics`).
+    pub metrics: kiwano_metrics::Metrics,
 }

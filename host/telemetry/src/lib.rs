@@ -1,0 +1,136 @@
+//! Kiwano's exporters, wired by the binary (and by tests): the libraries record through
+//! `kiwano-metrics` and know nothing of what is here.
+//!
+//! [`Prometheus`] is a [`Sink`] on the `prometheus` crate: counters, gauges and histograms are
+//! its vectors; summaries — which the crate lacks and Pitaya's dashboards read
+//! (`pitaya_handler_response_time_ns{quantile="0.99"}`) — are [`summary::SummaryVec`], a
+//! collector of its own. Every series of Pitaya's names carries the constant labels `game` and
+//! `serverType` (and any others configured), as Pitaya's reporter does; Kiwano's own (`kiwano_*`)
+//! carry them without `serverType`, whose camel case Prometheus's conventions refuse.
+
+pub mod summary;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kiwano_metrics::{Family, Kind, Sink, families};
+use prometheus::{CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
+
+use crate::summary::SummaryVec;
+
+enum Series {
+    Counter(CounterVec),
+    Gauge(GaugeVec),
+    Histogram(HistogramVec),
+    Summary(Arc<SummaryVec>),
+}
+
+/// Metrics in Prometheus text exposition format (`text/plain; version=0.0.4`).
+pub struct Prometheus {
+    registry: Registry,
+    /// By the family's address: families are statics.
+    series: HashMap<usize, Series>,
+}
+
+impl std::fmt::Debug for Prometheus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prometheus").field("families", &self.series.len()).finish()
+    }
+}
+
+fn key(family: &'static Family) -> usize {
+    std::ptr::from_ref(family) as usize
+}
+
+impl Prometheus {
+    /// Declares every family of the catalogue with `const_labels` (`game`, `serverType`, and
+    /// any configured).
+    ///
+    /// # Errors
+    /// A constant label name Prometheus refuses, or one that is also a family's label.
+    pub fn new(const_labels: &HashMap<String, String>) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let mut series = HashMap::new();
+        // Kiwano's own families name server types in snake case (`server_type`, where it
+        // matters), as Prometheus's conventions ask; `serverType` is Pitaya's, on Pitaya's names.
+        let mut own_labels = const_labels.clone();
+        own_labels.remove("serverType");
+        for family in families::ALL {
+            let labels = if family.name.starts_with("kiwano_") { &own_labels } else { const_labels };
+            let opts = Opts::new(family.name, family.help).const_labels(labels.clone());
+            let s = match family.kind {
+                Kind::Counter => {
+                    let v = CounterVec::new(opts, family.labels)?;
+                    registry.register(Box::new(v.clone()))?;
+                    Series::Counter(v)
+                }
+                Kind::Gauge => {
+                    let v = GaugeVec::new(opts, family.labels)?;
+                    registry.register(Box::new(v.clone()))?;
+                    Series::Gauge(v)
+                }
+                Kind::Histogram(buckets) => {
+                    let v = HistogramVec::new(HistogramOpts::from(opts).buckets(buckets.to_vec()), family.labels)?;
+                    registry.register(Box::new(v.clone()))?;
+                    Series::Histogram(v)
+                }
+                Kind::Summary => {
+                    let v = Arc::new(SummaryVec::new(family, labels));
+                    registry.register(Box::new(summary::Collector(v.clone())))?;
+                    Series::Summary(v)
+                }
+            };
+            series.insert(key(family), s);
+        }
+        Ok(Self { registry, series })
+    }
+
+    fn misuse(family: &Family, what: &str) {
+        tracing::error!(metric = family.name, "metrics: {what} on a {:?} family, or a family missing from the catalogue", family.kind);
+    }
+}
+
+impl Sink for Prometheus {
+    fn add(&self, family: &'static Family, labels: &[&str], v: f64) {
+        let r = match self.series.get(&key(family)) {
+            Some(Series::Counter(c)) => c.get_metric_with_label_values(labels).map(|c| c.inc_by(v)),
+            Some(Series::Gauge(g)) => g.get_metric_with_label_values(labels).map(|g| g.add(v)),
+            _ => return Self::misuse(family, "add"),
+        };
+        if let Err(e) = r {
+            tracing::error!(metric = family.name, "metrics: {e}");
+        }
+    }
+
+    fn set(&self, family: &'static Family, labels: &[&str], v: f64) {
+        match self.series.get(&key(family)) {
+            Some(Series::Gauge(g)) => {
+                if let Err(e) = g.get_metric_with_label_values(labels).map(|g| g.set(v)) {
+                    tracing::error!(metric = family.name, "metrics: {e}");
+                }
+            }
+            _ => Self::misuse(family, "set"),
+        }
+    }
+
+    fn observe(&self, family: &'static Family, labels: &[&str], v: f64) {
+        match self.series.get(&key(family)) {
+            Some(Series::Histogram(h)) => {
+                if let Err(e) = h.get_metric_with_label_values(labels).map(|h| h.observe(v)) {
+                    tracing::error!(metric = family.name, "metrics: {e}");
+                }
+            }
+            Some(Series::Summary(s)) => s.observe(labels, v),
+            _ => Self::misuse(family, "observe"),
+        }
+    }
+
+    fn render(&self) -> (&'static str, String) {
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            tracing::error!("metrics: cannot encode: {e}");
+        }
+        ("text/plain; version=0.0.4; charset=utf-8", String::from_utf8_lossy(&out).into_owned())
+    }
+}

@@ -1,0 +1,118 @@
+//! `/metrics` on the HTTP listener: Pitaya's metric names, types and labels (so a Pitaya
+//! dashboard works unchanged) and Kiwano's own, moving with the traffic a client sends; the
+//! text parses with `promtool check metrics`, and Kiwano's own names pass its lint.
+
+use std::time::Duration;
+
+use kiwano_tests::*;
+
+async fn server() -> TestServer {
+    TestServer::with(TestConfig {
+        extra: "[app]\nhttp = \"127.0.0.1:0\"\n[metrics]\ngame = \"tests\"\n".into(),
+        testbed: "instances = 1".into(),
+        metrics: true,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn scrape(s: &TestServer) -> String {
+    let r = http_request(s.server.http_address().expect("http listener"), "GET", "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    r.text()
+}
+
+/// The value of the series `name{labels}` with the constant labels, if present (labels as the
+/// exposition writes them: sorted by name, then `quantile` or `le`).
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut all: Vec<(&str, &str)> = vec![("game", "tests")];
+    if name.starts_with("pitaya_") {
+        all.push(("serverType", "testbed"));
+    }
+    let last = labels.iter().find(|(k, _)| *k == "quantile" || *k == "le");
+    all.extend(labels.iter().filter(|(k, _)| *k != "quantile" && *k != "le"));
+    all.sort();
+    all.extend(last);
+    let pairs: Vec<String> = all.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let series = format!("{name}{{{}}} ", pairs.join(","));
+    text.lines().find_map(|l| l.strip_prefix(&series).and_then(|v| v.parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pitaya_and_kiwano_metrics_move_with_the_traffic() {
+    let s = server().await;
+    let before = scrape(&s).await;
+    assert_eq!(value(&before, "pitaya_acceptor_connected_clients", &[]), Some(0.0), "{before}");
+    assert_eq!(value(&before, "pitaya_acceptor_exceeded_rate_limiting", &[]), Some(0.0));
+    assert_eq!(value(&before, "pitaya_rpc_server_dropped_messages", &[]), Some(0.0));
+
+    let mut a = s.client(Transport::Tcp).await;
+    let mut b = s.client(Transport::Ws).await;
+    for _ in 0..5 {
+        assert_eq!(&a.request("test.echo", b"x").await.unwrap().data[..], b"x");
+    }
+    for _ in 0..2 {
+        assert_eq!(&b.request("testbed.test.echo", b"y").await.unwrap().data[..], b"y");
+    }
+    assert!(b.request("test.error", b"").await.unwrap().error);
+    assert!(b.request("test.trap", b"").await.unwrap().error);
+    assert!(b.request("test.nope", b"").await.unwrap().error);
+
+    let text = scrape(&s).await;
+    let rt = |route: &str, status: &str, code: &str, suffix: &str| {
+        let name = format!("pitaya_handler_response_time_ns{suffix}");
+        value(&text, &name, &[("route", route), ("status", status), ("code", code), ("type", "handler")])
+    };
+    // One series per route as the client sent it; the count is the requests answered.
+    assert_eq!(rt("test.echo", "ok", "", "_count"), Some(5.0), "{text}");
+    assert_eq!(rt("testbed.test.echo", "ok", "", "_count"), Some(2.0));
+    assert_eq!(rt("test.error", "failed", "RH-001", "_count"), Some(1.0));
+    assert_eq!(rt("test.trap", "failed", "PIT-500", "_count"), Some(1.0));
+    // A route that names no handler is not a label of its own.
+    assert_eq!(rt("unknown", "failed", "PIT-404", "_count"), Some(1.0));
+    assert!(!text.contains("test.nope"), "{text}");
+    // Pitaya's summary: the quantiles of its objectives, in nanoseconds.
+    for q in ["0.7", "0.95", "0.99"] {
+        let labels = [("route", "test.echo"), ("status", "ok"), ("code", ""), ("type", "handler"), ("quantile", q)];
+        let ns = value(&text, "pitaya_handler_response_time_ns", &labels);
+        assert!(ns.is_some_and(|ns| ns > 0.0 && ns < 5e9), "{q}: {text}");
+    }
+    assert_eq!(value(&text, "pitaya_handler_handler_delay_ns_count", &[("route", "test.echo"), ("type", "local")]), Some(5.0));
+    assert_eq!(value(&text, "pitaya_acceptor_connected_clients", &[]), Some(2.0));
+    assert_eq!(value(&text, "pitaya_service_discovery_count_servers", &[("type", "testbed")]), Some(1.0));
+    assert_eq!(value(&text, "pitaya_worker_pool_total_workers", &[("pool", "handler_dispatch")]), Some(1.0));
+    assert_eq!(value(&text, "pitaya_worker_pool_busy_workers", &[("pool", "handler_dispatch")]), Some(0.0));
+    // Kiwano's own: guest calls, the trap and the instance rebuilt after it.
+    let call = [("route", "test.echo"), ("server_type", "testbed")];
+    assert_eq!(value(&text, "kiwano_guest_call_duration_seconds_count", &call), Some(7.0));
+    assert_eq!(value(&text, "kiwano_guest_failures_total", &[("reason", "trap"), ("server_type", "testbed")]), Some(1.0));
+    assert_eq!(value(&text, "kiwano_instances_created_total", &[("why", "rebuild"), ("server_type", "testbed")]), Some(1.0));
+    assert_eq!(value(&text, "kiwano_component_version", &[("server_type", "testbed")]), Some(1.0));
+    assert_eq!(value(&text, "kiwano_sessions", &[("frontend", "testbed")]), Some(2.0));
+
+    // A client leaves: the gauge goes down.
+    drop(a);
+    eventually_async("connected clients back to 1", Duration::from_secs(5), || async {
+        value(&scrape(&s).await, "pitaya_acceptor_connected_clients", &[]) == Some(1.0)
+    })
+    .await;
+
+    // promtool parses it all; its lint passes Kiwano's own names (Pitaya's keep Pitaya's
+    // `serverType` label and `_ns` units, which the lint flags, as it does for Pitaya itself).
+    let dir = std::env::temp_dir().join(format!("kiwano-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool runs (tests/setup.sh installs the Debian package prometheus)");
+    let lint = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // Parsed: a parse error is reported as such (and nothing else is).
+    assert!(!lint.contains("error while linting"), "{lint}");
+    let kiwano_problems: Vec<&str> = lint.lines().filter(|l| l.starts_with("kiwano_")).collect();
+    assert!(kiwano_problems.is_empty(), "{lint}");
+    s.server.shutdown().await;
+}
