@@ -116,3 +116,31 @@ async fn pitaya_and_kiwano_metrics_move_with_the_traffic() {
     assert!(kiwano_problems.is_empty(), "{lint}");
     s.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_not_ready_at_shutdown_while_the_acceptors_still_accept() {
+    let s = TestServer::with(TestConfig {
+        extra: "[app]\nhttp = \"127.0.0.1:0\"\ndrain_delay = \"2s\"\n".into(),
+        testbed: "instances = 1".into(),
+        ..Default::default()
+    })
+    .await;
+    let http = s.server.http_address().expect("http listener");
+    let get = |target: &'static str| async move {
+        let r = http_request(http, "GET", target).await;
+        (r.status, r.text())
+    };
+    assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
+    let tcp = s.addr(Transport::Tcp);
+    let TestServer { server, .. } = s;
+    let stopping = tokio::spawn(server.shutdown());
+    eventually_async("not ready", Duration::from_secs(5), || async { get("/readyz").await.0 == 503 }).await;
+    assert_eq!(get("/readyz").await, (503, "draining: shutting down\n".to_owned()));
+    assert_eq!(get("/healthz").await.0, 200);
+    // Not ready, and still accepting: a player who was on the way gets in.
+    let mut late = Client::connect(&tcp, Transport::Tcp, None).await.expect("still accepting");
+    late.handshake(&serde_json::json!({"sys": {}})).await.expect("handshake while draining");
+    assert!(stopping.await.expect("shutdown task"), "a clean shutdown");
+    assert!(std::net::TcpStream::connect(&tcp).is_err(), "the acceptor is closed once shut down");
+}

@@ -209,6 +209,12 @@ pub trait Rpc: Send + Sync {
     /// The backend refused or is unreachable.
     fn bind_user<'a>(&'a self, server: &'a ServerInfo, uid: &'a str) -> BoxFuture<'a, Result<Serving, ClusterError>>;
 
+    /// Whether the connection to the transport is up; `None` for an in-process transport,
+    /// which has none.
+    fn connected(&self) -> Option<bool> {
+        None
+    }
+
     /// Sends whatever is still buffered, within `timeout`: the last responses and publishes of
     /// a server that stops.
     fn flush<'a>(&'a self, timeout: Duration) -> BoxFuture<'a, ()> {

@@ -247,6 +247,10 @@ impl Rpc for NatsRpc {
         })
     }
 
+    fn connected(&self) -> Option<bool> {
+        Some(self.client.connection_state() == async_nats::connection::State::Connected)
+    }
+
     fn flush<'a>(&'a self, timeout: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if self.client.connection_state() != async_nats::connection::State::Connected {

@@ -186,6 +186,8 @@ pub mod families {
     pub static RELOADS: Family = Family { name: "kiwano_hot_reloads_total", help: "Hot reloads of a server type's component", kind: Kind::Counter, labels: &["server_type", "result"] };
     /// The version of each server type's component serving now (1 at start).
     pub static VERSION: Family = Family { name: "kiwano_component_version", help: "Version of the component serving, per server type", kind: Kind::Gauge, labels: &["server_type"] };
+    /// 1 while connected to NATS, else 0 (absent without NATS).
+    pub static NATS_CONNECTED: Family = Family { name: "kiwano_nats_connected", help: "1 while connected to NATS", kind: Kind::Gauge, labels: &[] };
     /// Sessions, per frontend server type.
     pub static SESSIONS: Family = Family { name: "kiwano_sessions", help: "Sessions, per frontend server type", kind: Kind::Gauge, labels: &["frontend"] };
 
@@ -205,6 +207,7 @@ pub mod families {
         &COMPILED_CACHE,
         &RELOADS,
         &VERSION,
+        &NATS_CONNECTED,
         &SESSIONS,
     ];
 }

@@ -93,6 +93,7 @@ pub struct Server {
     acceptors: Vec<BoundAcceptor>,
     accept_loops: TaskTracker,
     shutdown_timeout: Duration,
+    drain_delay: Duration,
     id: String,
     runtime: Runtime,
     /// The cluster's deliveries to this process's servers, until shutdown.
@@ -262,6 +263,7 @@ impl Server {
             unique_session: config.cluster.unique_session,
             bridge,
             metrics: metrics.clone(),
+            health: crate::state::Health::default(),
         });
         // Join the cluster: every server type of the process is a server the others reach over
         // RPC, exactly as across machines. Served before announced: whoever finds it can reach it.
@@ -285,6 +287,7 @@ impl Server {
             if metrics.enabled() {
                 router = crate::http::with_metrics(router, Arc::new(MetricsView(shared.clone())));
             }
+            router = crate::http::with_health(router, Arc::new(HealthView(shared.clone())));
             if !config.app.admin_token.is_empty() {
                 router = crate::http::with_admin(router, Arc::new(AdminTypes(shared.clone())), config.app.admin_token.clone());
             }
@@ -323,7 +326,8 @@ impl Server {
                 accept_loops.spawn(accept_loop(net.clone(), listener, acceptor));
             }
         }
-        Ok(Self { shared, acceptors, accept_loops, shutdown_timeout: config.app.shutdown_timeout, id, runtime, serving, http })
+        shared.health.accepting.store(true, std::sync::atomic::Ordering::Release);
+        Ok(Self { shared, acceptors, accept_loops, shutdown_timeout: config.app.shutdown_timeout, drain_delay: config.app.drain_delay, id, runtime, serving, http })
     }
 
     /// The Wasm runtime (its counters show compilations and cache hits).
@@ -405,6 +409,13 @@ impl Server {
     /// still be running in guests, and the caller should end the process rather than wait.
     pub async fn shutdown(self) -> bool {
         tracing::info!("shutting down");
+        // Not ready any more, at once; still accepting for `drain_delay`, so that a load
+        // balancer that polls `/readyz` stops sending players here before they are refused.
+        self.shared.health.draining.store(true, std::sync::atomic::Ordering::Release);
+        if !self.drain_delay.is_zero() {
+            tracing::info!(drain_delay = ?self.drain_delay, "reporting not ready before closing the acceptors");
+            tokio::time::sleep(self.drain_delay).await;
+        }
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         // Withdrawn first: no new work is routed here while connections finish.
         for t in self.shared.types.values() {
@@ -468,11 +479,39 @@ impl crate::http::MetricsSource for MetricsView {
                 remote_busy += r.busy();
             }
         }
+        if let Some(up) = shared.cluster.rpc.connected() {
+            m.set(&families::NATS_CONNECTED, &[], f64::from(u8::from(up)));
+        }
         m.set(&families::WORKERS_TOTAL, &["handler_dispatch"], total as f64);
         m.set(&families::WORKERS_BUSY, &["handler_dispatch"], busy as f64);
         m.set(&families::WORKERS_TOTAL, &["rpc_server_remote"], remote_total as f64);
         m.set(&families::WORKERS_BUSY, &["rpc_server_remote"], remote_busy as f64);
         m.render()
+    }
+}
+
+/// What `/readyz` reports.
+struct HealthView(Arc<Shared>);
+
+impl crate::http::HealthSource for HealthView {
+    fn not_ready(&self) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        let shared = &self.0;
+        if shared.health.draining.load(Ordering::Acquire) {
+            return Some("draining: shutting down".into());
+        }
+        if !shared.health.accepting.load(Ordering::Acquire) {
+            return Some("starting: the acceptors are not listening yet".into());
+        }
+        if shared.cluster.rpc.connected() == Some(false) {
+            return Some("not connected to NATS".into());
+        }
+        for t in shared.types.values() {
+            if shared.cluster.server(&t.id).is_none() {
+                return Some(format!("{} is not registered in discovery", t.id));
+            }
+        }
+        None
     }
 }
 

@@ -100,6 +100,10 @@ pub struct AppConfig {
     /// How long shutdown waits for in-flight calls before it gives up.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How long a server that starts shutting down reports not ready (`/readyz`) while it
+    /// still accepts players, before it closes its acceptors (a lame duck).
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// `ip:port` of the HTTP listener serving `web_root` under `/web/`; empty: none.
     pub http: String,
     /// Directory of the game's web client, relative to the project.
@@ -111,7 +115,14 @@ pub struct AppConfig {
 
 impl Default for AppConfig {
     fn default() -> Self {
-        Self { id: String::new(), shutdown_timeout: Duration::from_secs(10), http: String::new(), web_root: "web".into(), admin_token: String::new() }
+        Self {
+            id: String::new(),
+            shutdown_timeout: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
+            http: String::new(),
+            web_root: "web".into(),
+            admin_token: String::new(),
+        }
     }
 }
 

@@ -134,6 +134,27 @@ fn json(value: &impl serde::Serialize) -> Response {
     }
 }
 
+/// What `/readyz` reports.
+pub trait HealthSource: Send + Sync + 'static {
+    /// Why the process should not be sent players now; `None`: ready.
+    fn not_ready(&self) -> Option<String>;
+}
+
+/// `router` with the probes Kubernetes needs: `GET /healthz` (`200 ok` while the process
+/// serves) and `GET /readyz` (`200 ready`, or `503` and the reason: starting, draining, NATS
+/// lost, not registered).
+pub fn with_health(router: Router, source: Arc<dyn HealthSource>) -> Router {
+    router.route("/healthz", get(|| async { "ok\n" })).route(
+        "/readyz",
+        get(move || async move {
+            match source.not_ready() {
+                None => (StatusCode::OK, "ready\n".to_owned()).into_response(),
+                Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+            }
+        }),
+    )
+}
+
 /// What `/metrics` serves.
 pub trait MetricsSource: Send + Sync + 'static {
     /// The metrics in the exporter's format, with its content type; `None`: none recorded.

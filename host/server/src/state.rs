@@ -51,4 +51,16 @@ pub struct Shared {
     pub bridge: Bridge,
     /// What the process records (`/metrics`).
     pub metrics: kiwano_metrics::Metrics,
+    /// Where the process stands, for `/readyz`.
+    pub health: Health,
+}
+
+/// Where the process stands, for `/readyz`: ready once every acceptor listens, until shutdown
+/// starts (which it reports at once, `app.drain_delay` before it stops accepting).
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Every acceptor listens.
+    pub accepting: std::sync::atomic::AtomicBool,
+    /// Shutdown started.
+    pub draining: std::sync::atomic::AtomicBool,
 }
