@@ -46,3 +46,16 @@ async fn ordinary_disconnects_are_quiet_and_faults_are_summarised() {
     let summary = warned.iter().find(|l| l.contains("not logged one by one")).expect("a summary line");
     assert!(summary.contains("protocol error ×49") && summary.contains("notify failed ×4"), "{summary}");
 }
+
+/// `[log] format = "json"`: one JSON object per line, the record's fields as fields; a call's
+/// failure names its server type, route and session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_log_is_one_object_per_line_with_the_fields() {
+    let p = kiwano_tests::process::KiwanoProcess::start("json-log", "[log]\nformat = \"json\"\n", "instances = 1").await;
+    let logs = p.logs();
+    let records: Vec<serde_json::Value> = logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let listening = records.iter().find(|r| r["fields"]["message"] == "listening").expect("a listening record");
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["fields"]["server_type"], "testbed");
+    assert!(!logs.contains('\u{1b}'), "no terminal colour codes in a file: {logs}");
+}

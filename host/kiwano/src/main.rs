@@ -7,7 +7,8 @@
 //!   `kiwano bench`: every benchmark scenario, written to `BENCHMARKS.md`; `kiwano reliability`:
 //!   the hardening review's attacks, written to `RELIABILITY.md`.
 //!
-//! Logging follows `KIWANO_LOG` (an `EnvFilter` directive, default `info`).
+//! Logging follows the project's `[log]` (level, `text` or `json`), `KIWANO_LOG` (an `EnvFilter`
+//! directive) overriding its level.
 
 mod bench;
 mod bench_cluster;
@@ -145,12 +146,16 @@ fn raise_nofile() {
 
 fn main() -> ExitCode {
     purge_freed_memory_at_once();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KIWANO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only for a terminal: a redirected log stays plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
     let cli = Cli::parse();
+    // A project's `[log]` applies to the commands that read its config (a bad config is
+    // reported when the command loads it again).
+    let log = match &cli.command {
+        Command::Run { project, config, .. } | Command::Build { project, config } | Command::Servers { project, config } => {
+            load(project, config.clone()).map(|c| c.log).unwrap_or_default()
+        }
+        _ => kiwano_server::config::LogConfig::default(),
+    };
+    init_log(&log);
     raise_nofile();
     let result = match cli.command {
         Command::Load(args) => tokio_main(async move {
@@ -193,6 +198,18 @@ fn main() -> ExitCode {
             eprintln!("kiwano: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logging as `[log]` says, `KIWANO_LOG` (an `EnvFilter` directive) overriding its level.
+/// Colour only for a terminal: a redirected log stays plain text.
+fn init_log(log: &kiwano_server::config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KIWANO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    match log.format {
+        kiwano_server::config::LogFormat::Text => fmt.init(),
+        kiwano_server::config::LogFormat::Json => fmt.json().init(),
     }
 }
 

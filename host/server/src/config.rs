@@ -63,8 +63,39 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Metrics (`/metrics`).
     pub metrics: MetricsConfig,
+    /// The process's log.
+    pub log: LogConfig,
     /// Server types, by name.
     pub servers: BTreeMap<String, ServerTypeConfig>,
+}
+
+/// `[log]`: the process's log, on standard output (`KIWANO_LOG`, an `EnvFilter` directive such
+/// as `info,kiwano_server=debug`, overrides `level`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// The least severe level written: `trace`, `debug`, `info`, `warn`, `error` or `off`.
+    pub level: String,
+    /// `text` (one line per record, colours only on a terminal) or `json` (one JSON object
+    /// per line, with the record's fields).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// How log records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per record.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[metrics]`: what `/metrics` on the HTTP listener serves (Pitaya's `pitaya.metrics.*`).
@@ -603,6 +634,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: String, msg: &str| Err(ConfigError::Key { key, msg: msg.to_owned() });
+        if !["trace", "debug", "info", "warn", "error", "off"].contains(&self.log.level.as_str()) {
+            return bad("log.level".into(), "must be trace, debug, info, warn, error or off (KIWANO_LOG takes a full directive)");
+        }
         for name in self.metrics.const_labels.keys() {
             let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
