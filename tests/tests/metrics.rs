@@ -144,3 +144,65 @@ async fn readyz_reports_not_ready_at_shutdown_while_the_acceptors_still_accept()
     assert!(stopping.await.expect("shutdown task"), "a clean shutdown");
     assert!(std::net::TcpStream::connect(&tcp).is_err(), "the acceptor is closed once shut down");
 }
+
+/// A real Prometheus server (the Debian package) scrapes a Kiwano server every second; a
+/// query of its HTTP API returns the request rate of a route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_server_scrapes_kiwano_and_answers_the_rate_of_a_route() {
+    let s = server().await;
+    let target = s.server.http_address().expect("http listener");
+    let port = kiwano_tests::services::free_port();
+    let dir = std::env::temp_dir().join(format!("kiwano-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: kiwano\n    static_configs:\n      - targets: ['{target}']\n"),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("prometheus runs (tests/setup.sh installs the Debian package prometheus)");
+    // Players keep echoing meanwhile.
+    let mut c = s.client(Transport::Tcp).await;
+    let load = tokio::spawn(async move {
+        loop {
+            assert_eq!(&c.request("test.echo", b"x").await.unwrap().data[..], b"x");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let api: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // rate(pitaya_handler_response_time_ns_count{route="test.echo"}[5s])
+    let query = "/api/v1/query?query=rate%28pitaya_handler_response_time_ns_count%7Broute%3D%22test.echo%22%7D%5B5s%5D%29";
+    let mut answer = String::new();
+    let rate = |body: &str| -> Option<f64> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(api)).await {
+            drop(stream);
+            answer = http_request(api, "GET", query).await.text();
+            if rate(&answer).is_some_and(|r| r > 1.0) {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no rate from Prometheus: {answer}\n{}", std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // About 50 requests a second (one every 20 ms plus the round trip).
+    let r = rate(&answer).unwrap_or_default();
+    assert!(r > 1.0 && r < 60.0, "rate {r}: {answer}");
+    assert!(answer.contains(r#""job":"kiwano""#) && answer.contains(r#""serverType":"testbed""#), "{answer}");
+    load.abort();
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    s.server.shutdown().await;
+}
