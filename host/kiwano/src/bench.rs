@@ -448,6 +448,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         (r, took)
     };
 
+    // Scenario 10 (before 6 too): the cost of metrics on the echo of scenario 1 (TCP), off and
+    // on in turn, twice, so that drift between runs shows.
+    eprintln!("bench: scenario 10 (the cost of metrics)");
+    let mut s10 = Vec::new();
+    for round in 1..=2 {
+        for (label, enabled) in [("off", "false"), ("on", "true")] {
+            let (server, tcp, _ws) = kiwano(&root, "examples/echo", "echo", &[("KIWANO_METRICS_ENABLED", enabled)])?;
+            let r = load(&root, &echo_args(tcp, "tcp", s.forward_conns, "echo.echo", s), || {})?;
+            drop(server);
+            s10.push((round, label, r));
+        }
+    }
+
     // Scenario 6: the guest call itself, per language, and starting a component cold and cached.
     eprintln!("bench: scenario 6 (guest call cost, per language)");
     let _ = writeln!(report, "\n## 6. Guest call cost and component start, per language, in-process\n");
@@ -519,6 +532,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let _ = writeln!(report, "| --- | --- | --- | --- | --- |");
     let (t, answer) = took.map_or((String::from("—"), String::from("no reload happened")), |(d, a)| (format!("{:.1} ms", d.as_secs_f64() * 1e3), a));
     let _ = writeln!(report, "| {t} | `{}` | {:.0} | {} / {} / {} | {} |", answer.trim(), r.rps, ms(r.latency.p50_us), ms(r.latency.p99_us), ms(r.latency.max_us), r.errors);
+    let _ = writeln!(report, "\n## 10. The cost of metrics\n");
+    let _ = writeln!(
+        report,
+        "`examples/echo` over TCP, {} connections, with `metrics.enabled = false` and `true` in turn (Pitaya's response-time and handler-delay summaries per route, Kiwano's guest-call histogram, per request), two rounds.\n",
+        s.forward_conns
+    );
+    let _ = writeln!(report, "| round | metrics | req/s | p50 / p99 / max ms | errors | ratio to the same round with metrics off |");
+    let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- |");
+    for (round, label, r) in &s10 {
+        let off = s10.iter().find(|(n, l, _)| n == round && *l == "off").map_or(r.rps, |(_, _, o)| o.rps);
+        let _ = writeln!(
+            report,
+            "| {round} | {label} | {:.0} | {} / {} / {} | {} | {:.2} |",
+            r.rps, ms(r.latency.p50_us), ms(r.latency.p99_us), ms(r.latency.max_us), r.errors, r.rps / off.max(1e-9)
+        );
+    }
     let _ = writeln!(report, "\nProduced by `{command}` in {:.0} s.", started.elapsed().as_secs_f64());
     println!("{report}");
     write_report(&args.out, "kiwano bench", command, &report, "Benchmarks")?;
