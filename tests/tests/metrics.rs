@@ -117,32 +117,31 @@ async fn pitaya_and_kiwano_metrics_move_with_the_traffic() {
     s.server.shutdown().await;
 }
 
+/// SIGTERM to the binary: `/readyz` answers 503 at once, while the acceptors still take
+/// players for `app.drain_delay`; then the process leaves and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_reports_not_ready_at_shutdown_while_the_acceptors_still_accept() {
-    let s = TestServer::with(TestConfig {
-        extra: "[app]\nhttp = \"127.0.0.1:0\"\ndrain_delay = \"2s\"\n".into(),
-        testbed: "instances = 1".into(),
-        ..Default::default()
-    })
-    .await;
-    let http = s.server.http_address().expect("http listener");
+async fn readyz_reports_not_ready_on_sigterm_while_the_acceptors_still_accept() {
+    let port = kiwano_tests::services::free_port();
+    let extra = format!("[app]\nhttp = \"127.0.0.1:{port}\"\ndrain_delay = \"2s\"\n");
+    let mut p = kiwano_tests::process::KiwanoProcess::start("readyz", &extra, "instances = 1").await;
+    let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let get = |target: &'static str| async move {
         let r = http_request(http, "GET", target).await;
         (r.status, r.text())
     };
     assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
     assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
-    let tcp = s.addr(Transport::Tcp);
-    let TestServer { server, .. } = s;
-    let stopping = tokio::spawn(server.shutdown());
+    let tcp = p.addr("Tcp").to_owned();
+    p.signal("TERM");
     eventually_async("not ready", Duration::from_secs(5), || async { get("/readyz").await.0 == 503 }).await;
     assert_eq!(get("/readyz").await, (503, "draining: shutting down\n".to_owned()));
     assert_eq!(get("/healthz").await.0, 200);
     // Not ready, and still accepting: a player who was on the way gets in.
     let mut late = Client::connect(&tcp, Transport::Tcp, None).await.expect("still accepting");
     late.handshake(&serde_json::json!({"sys": {}})).await.expect("handshake while draining");
-    assert!(stopping.await.expect("shutdown task"), "a clean shutdown");
-    assert!(std::net::TcpStream::connect(&tcp).is_err(), "the acceptor is closed once shut down");
+    let status = p.wait(Duration::from_secs(30)).await.expect("the process exits");
+    assert!(status.success(), "{status}: {}", p.logs());
+    assert!(std::net::TcpStream::connect(&tcp).is_err(), "the acceptor is closed");
 }
 
 /// A real Prometheus server (the Debian package) scrapes a Kiwano server every second; a
