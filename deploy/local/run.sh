@@ -12,6 +12,12 @@
 # Ctrl-C or SIGTERM stops every process it started; if one server exits, the rest are stopped.
 # nats-server and etcd come from Debian's packages (`nats-server`, `etcd-server`), installed
 # when missing. KIWANO_* variables reach every server as config overrides.
+#
+# Each server has an HTTP listener of its own on a free loopback port (`/metrics`, `/healthz`,
+# `/readyz`, and the project's web client if it has one), printed with its addresses, unless
+# KIWANO_APP_HTTP is set. They are listed for Prometheus in deploy/local/targets/<run>.json,
+# which deploy/prometheus/prometheus.yml reads (removed when the cluster stops):
+#   prometheus --config.file=deploy/prometheus/prometheus.yml --storage.tsdb.path=/tmp/kiwano-tsdb
 set -euo pipefail
 
 usage() { echo "usage: $0 <project> [<type>=<count>...]" >&2; exit 2; }
@@ -44,6 +50,10 @@ for t in "${!count[@]}"; do
 done
 
 logs=$(mktemp -d -t kiwano-local.XXXXXX)
+# Prometheus's file-based discovery of this run's servers (file_sd_configs).
+mkdir -p "$root/deploy/local/targets"
+targets="$root/deploy/local/targets/$(basename "$logs").json"
+target_list=()
 pids=()
 services=()
 stopping=0
@@ -55,6 +65,7 @@ stop_all() {
     # Servers first, all at once (each drains, leaves etcd and flushes NATS); then NATS and etcd.
     stop_pids "${pids[@]}"
     stop_pids "${services[@]}"
+    rm -f "$targets"
     wait 2>/dev/null || true
     echo "run.sh: stopped; logs in $logs" >&2
 }
@@ -126,7 +137,13 @@ while read -r type role acceptors; do
                 listen+=(--listen "$kind=$ip:$(free_port "$bind")")
             done
         fi
-        start "$id" "$kiwano" run "$project" --type "$type" --id "$id" "${listen[@]}"
+        http_env=()
+        if [ -z "${KIWANO_APP_HTTP:-}" ]; then
+            http="127.0.0.1:$(free_port)"
+            http_env=(env "KIWANO_APP_HTTP=$http")
+            target_list+=("{\"targets\":[\"$http\"],\"labels\":{\"server_id\":\"$id\",\"server_type\":\"$type\"}}")
+        fi
+        start "$id" "${http_env[@]}" "$kiwano" run "$project" --type "$type" --id "$id" "${listen[@]}"
         for _ in $(seq 1200); do
             grep -q "kiwano is serving" "$logs/$id.log" 2>/dev/null && break
             kill -0 "${pids[-1]}" 2>/dev/null || { echo "run.sh: $id exited (log: $logs/$id.log)" >&2; exit 1; }
@@ -134,10 +151,15 @@ while read -r type role acceptors; do
         done
         grep -q "kiwano is serving" "$logs/$id.log" || { echo "run.sh: $id is not serving after 120 s" >&2; exit 1; }
         addresses=$(grep -o 'kind=[A-Za-z]* address=[^ ]*' "$logs/$id.log" | sed 's/kind=//; s/ address=/ /' | tr '\n' ' ' || true)
+        [ ${#http_env[@]} -gt 0 ] && addresses="$addresses http $http"
         summary+=("$(printf '%-8s %s %s' "$id" "$role" "$addresses")")
     done
 done <<<"$servers"
 
+if [ ${#target_list[@]} -gt 0 ]; then
+    (IFS=,; echo "[${target_list[*]}]") >"$targets.tmp" && mv "$targets.tmp" "$targets"
+    summary+=("prometheus targets: $targets")
+fi
 echo "run.sh: the cluster is up (logs in $logs); Ctrl-C stops it" >&2
 printf 'run.sh:   %s\n' "${summary[@]}" >&2
 # Until a signal, or until any process ends.

@@ -64,6 +64,24 @@ async fn run_sh_starts_a_cluster_and_stops_it_whole() {
     let tcp2 = words.iter().position(|w| *w == "Tcp").map(|i| words[i + 1].replace("0.0.0.0", "127.0.0.1")).expect("connector-2's TCP");
     assert!(!tcp2.ends_with(":3250"), "{second}");
 
+    // Each server's HTTP listener (metrics, health), listed for Prometheus in the targets file
+    // deploy/prometheus/prometheus.yml reads.
+    let targets_file = line("prometheus").trim_start_matches("prometheus targets: ").trim().to_owned();
+    let targets: Value = serde_json::from_str(&std::fs::read_to_string(&targets_file).expect("targets file")).expect("targets JSON");
+    let mut ids = Vec::new();
+    for t in targets.as_array().expect("a list of target groups") {
+        let addr: std::net::SocketAddr = t["targets"][0].as_str().expect("an address").parse().expect("ip:port");
+        let id = t["labels"]["server_id"].as_str().expect("server_id").to_owned();
+        assert!(line(&id).ends_with(&format!("http {addr}")), "{summary:?}");
+        let metrics = http_request(addr, "GET", "/metrics").await;
+        assert_eq!(metrics.status, 200, "{id}");
+        assert!(metrics.text().contains(&format!("serverType=\"{}\"", t["labels"]["server_type"].as_str().unwrap_or_default())), "{id}");
+        assert_eq!(http_request(addr, "GET", "/readyz").await.text(), "ready\n", "{id}");
+        ids.push(id);
+    }
+    ids.sort();
+    assert_eq!(ids, ["connector-1", "connector-2", "room-1"]);
+
     // The cluster serves the demo: players on both connectors hear each other.
     let mut a = Client::connect("127.0.0.1:3250", Transport::Tcp, None).await.unwrap();
     a.handshake(&json!({"sys": {}})).await.unwrap();
@@ -100,4 +118,5 @@ async fn run_sh_starts_a_cluster_and_stops_it_whole() {
     let logs = text();
     assert!(!logs.contains("cannot deregister"), "{logs}");
     assert_eq!(logs.matches("INFO stopped").count(), 3, "{logs}");
+    assert!(!std::path::Path::new(&targets_file).exists(), "the targets file outlived its cluster");
 }

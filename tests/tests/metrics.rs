@@ -200,6 +200,22 @@ async fn a_prometheus_server_scrapes_kiwano_and_answers_the_rate_of_a_route() {
     let r = rate(&answer).unwrap_or_default();
     assert!(r > 1.0 && r < 60.0, "rate {r}: {answer}");
     assert!(answer.contains(r#""job":"kiwano""#) && answer.contains(r#""serverType":"testbed""#), "{answer}");
+    // The Grafana dashboard's expressions (deploy/grafana/kiwano.json) all evaluate here, and
+    // name only families Kiwano records.
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("deploy/grafana/kiwano.json")).unwrap()).unwrap();
+    let known: Vec<&str> = kiwano_metrics::families::ALL.iter().map(|f| f.name).collect();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr").replace("$__rate_interval", "10s").replace("$serverType", ".*");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("pitaya_") || w.starts_with("kiwano_")) {
+                let family = ["_count", "_sum", "_bucket"].iter().fold(word, |w, suffix| w.strip_suffix(suffix).unwrap_or(w));
+                assert!(known.contains(&family), "{}: {word} is not recorded", panel["title"]);
+            }
+            let encoded: String = expr.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+            let answer = http_request(api, "GET", &format!("/api/v1/query?query={encoded}")).await.text();
+            assert!(answer.contains(r#""status":"success""#), "{}: {expr}: {answer}", panel["title"]);
+        }
+    }
     load.abort();
     let _ = prometheus.kill();
     let _ = prometheus.wait();
