@@ -221,3 +221,43 @@ async fn a_prometheus_server_scrapes_kiwano_and_answers_the_rate_of_a_route() {
     let _ = prometheus.wait();
     s.server.shutdown().await;
 }
+
+/// `kiwano top <http address> --once`: requests/s per route from two scrapes, clients,
+/// instances and the guest failures, as a developer reads them in a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kiwano_top_shows_requests_per_route_clients_and_failures() {
+    let s = server().await;
+    let mut c = s.client(Transport::Tcp).await;
+    assert!(c.request("test.trap", b"").await.unwrap().error);
+    let load = tokio::spawn(async move {
+        loop {
+            assert_eq!(&c.request("test.echo", b"x").await.unwrap().data[..], b"x");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let addr = s.server.http_address().expect("http listener").to_string();
+    let out = tokio::process::Command::new(kiwano_tests::process::kiwano_bin())
+        .args(["top", &addr, "--once", "--interval", "1s"])
+        .env_remove("KIWANO_LOG")
+        .output()
+        .await
+        .expect("kiwano top runs");
+    load.abort();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with(&format!("kiwano top {addr}, every ")), "{text}");
+    assert!(text.contains("clients 1   instances 0 busy of 1"), "{text}");
+    let echo = text.lines().find(|l| l.starts_with("test.echo ")).unwrap_or_else(|| panic!("no test.echo line: {text}"));
+    let cols: Vec<&str> = echo.split_whitespace().collect();
+    let rps: f64 = cols[1].parse().unwrap();
+    assert!(rps > 5.0 && rps < 200.0, "{echo}");
+    assert_eq!(cols[2], "0.0", "{echo}");
+    assert!(cols[3].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{echo}");
+    assert!(text.contains("testbed trap"), "{text}");
+    assert!(text.contains("components: testbed v1"), "{text}");
+    // A server without metrics: a clear error, not a blank screen.
+    let out = std::process::Command::new(kiwano_tests::process::kiwano_bin()).args(["top", "127.0.0.1:1", "--once"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach http://127.0.0.1:1/metrics"));
+    s.server.shutdown().await;
+}

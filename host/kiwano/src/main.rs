@@ -3,6 +3,7 @@
 //! - `kiwano run <project-dir>`: builds the project's components whose sources changed, then
 //!   serves every server type of its `kiwano.toml` until SIGINT or SIGTERM.
 //! - `kiwano build <project-dir>`: only the build step.
+//! - `kiwano top <http address>`: a live view of one server's metrics in the terminal.
 //! - `kiwano load …`: the load generator; `kiwano raw …`: the raw ceiling server;
 //!   `kiwano bench`: every benchmark scenario, written to `BENCHMARKS.md`; `kiwano reliability`:
 //!   the hardening review's attacks, written to `RELIABILITY.md`.
@@ -15,6 +16,7 @@ mod bench_cluster;
 mod load;
 mod new;
 mod reliability;
+mod top;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,6 +84,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A live view of one server's metrics in the terminal (requests/s, errors/s and p99 per
+    /// route, clients, instances, guest failures), from its `/metrics`.
+    Top(top::TopArgs),
     /// Create a project that builds and runs as it is: one frontend server type named after
     /// the directory, in Rust, Python or JavaScript.
     New {
@@ -178,6 +183,7 @@ fn main() -> ExitCode {
             }
             run(&project, c, watch)
         }),
+        Command::Top(args) => tokio_main(top::run(args)),
         Command::New { dir, lang } => new::create(&dir, lang),
         Command::Servers { project, config } => load(&project, config).map(|c| {
             for (name, st) in &c.servers {
