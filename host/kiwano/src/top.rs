@@ -73,11 +73,11 @@ fn view(addr: &str, before: &Taken, now: &Taken) -> String {
     let (err0, err1) = (sums(before, count, failed, by_route), sums(now, count, failed, by_route));
     let mut p99 = BTreeMap::new();
     for s in now.samples.iter().filter(|s| s.metric == "pitaya_handler_response_time_ns" && handler(s)) {
-        if let Value::Summary(qs) = &s.value {
-            if let Some(q) = qs.iter().find(|q| (q.quantile - 0.99).abs() < 1e-9).filter(|q| q.count.is_finite()) {
-                let e = p99.entry(by_route(s)).or_insert(0.0f64);
-                *e = e.max(q.count);
-            }
+        if let Value::Summary(qs) = &s.value
+            && let Some(q) = qs.iter().find(|q| (q.quantile - 0.99).abs() < 1e-9).filter(|q| q.count.is_finite())
+        {
+            let e = p99.entry(by_route(s)).or_insert(0.0f64);
+            *e = e.max(q.count);
         }
     }
     let gauge = |metric: &str, keep: &dyn Fn(&Sample) -> bool| sums(now, metric, keep, |_| String::new()).values().sum::<f64>();
