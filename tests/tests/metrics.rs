@@ -83,6 +83,12 @@ async fn pitaya_and_kiwano_metrics_move_with_the_traffic() {
     assert_eq!(value(&text, "pitaya_service_discovery_count_servers", &[("type", "testbed")]), Some(1.0));
     assert_eq!(value(&text, "pitaya_worker_pool_total_workers", &[("pool", "handler_dispatch")]), Some(1.0));
     assert_eq!(value(&text, "pitaya_worker_pool_busy_workers", &[("pool", "handler_dispatch")]), Some(0.0));
+    // Every packet queued for a client: its outgoing queue's free slots (the default queue of
+    // 100 packets, empty each time: one request at a time). Pitaya creates this histogram and
+    // forgets to register it.
+    let chsend = [("channel", "agent_chsend")];
+    assert_eq!(value(&text, "pitaya_channel_channel_capacity_count", &chsend), Some(10.0), "{text}");
+    assert_eq!(value(&text, "pitaya_channel_channel_capacity_sum", &chsend), Some(1000.0), "{text}");
     // Kiwano's own: guest calls, the trap and the instance rebuilt after it.
     let call = [("route", "test.echo"), ("server_type", "testbed")];
     assert_eq!(value(&text, "kiwano_guest_call_duration_seconds_count", &call), Some(7.0));

@@ -121,6 +121,9 @@ impl Metrics {
 pub mod families {
     use super::{Family, Kind};
 
+    /// Free slots of a queue (Pitaya's channel-capacity buckets).
+    pub const CAPACITY: &[f64] = &[0.0, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0];
+
     /// Seconds buckets for guest calls: 10 µs to 10 s.
     pub const CALL_SECONDS: &[f64] = &[0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
 
@@ -163,6 +166,15 @@ pub mod families {
     pub static WORKERS_TOTAL: Family =
         Family { name: "pitaya_worker_pool_total_workers", help: "Guest instances", kind: Kind::Gauge, labels: &["pool"] };
 
+    /// Free slots of a queue when a message is put in it: `agent_chsend` (a session's outgoing
+    /// queue), `handler_chlocalprocess` (a session's inbound queue, behind its message in
+    /// progress).
+    pub static CHANNEL_CAPACITY: Family = Family {
+        name: "pitaya_channel_channel_capacity",
+        help: "Free slots of a queue when a message is put in it",
+        kind: Kind::Histogram(CAPACITY),
+        labels: &["channel"],
+    };
     /// Duration of guest calls, in seconds, per server type and `service.method` (or
     /// `on-timer`, `on-session-close`).
     pub static GUEST_CALL: Family = Family {
@@ -201,6 +213,7 @@ pub mod families {
         &RPC_DROPPED,
         &WORKERS_BUSY,
         &WORKERS_TOTAL,
+        &CHANNEL_CAPACITY,
         &GUEST_CALL,
         &GUEST_FAILURES,
         &INSTANCES_CREATED,

@@ -131,7 +131,7 @@ impl Server {
             max_wasm_stack: config.runtime.max_wasm_stack,
             metrics: metrics.clone(),
         })?;
-        let sessions = Arc::new(SessionPool::default());
+        let sessions = Arc::new(SessionPool::with_metrics(metrics.clone()));
         // Waits for NATS and etcd (logging each attempt) when the config names them.
         let cluster = Cluster::connect(&config.cluster.settings(config.groups.store))
             .await

@@ -324,6 +324,8 @@ impl Connection {
                                 }
                                 Next::Dispatch(m) => {
                                     self.queued_bytes += size_of(&m);
+                                    let free = self.net.session.inbound_queue.saturating_sub(self.queue.len());
+                                    self.net.metrics.observe(&families::CHANNEL_CAPACITY, &["handler_chlocalprocess"], free as f64);
                                     self.queue.push_back((m, std::time::Instant::now()));
                                 }
                                 Next::Close(reason) => return Poll::Ready(reason),

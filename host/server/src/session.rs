@@ -179,8 +179,8 @@ impl OutQueue {
         Self { queue: Mutex::new(Queued::default()), cap, max_bytes }
     }
 
-    /// Queues a packet.
-    fn push(&self, p: Bytes) -> Result<(), Refused> {
+    /// Queues a packet; the free slots there were (Pitaya's channel capacity).
+    fn push(&self, p: Bytes) -> Result<usize, Refused> {
         if p.len() > self.max_bytes {
             return Err(Refused::TooLarge);
         }
@@ -188,9 +188,10 @@ impl OutQueue {
         if q.packets.len() >= self.cap || q.bytes + p.len() > self.max_bytes {
             return Err(Refused::Full);
         }
+        let free = self.cap - q.packets.len();
         q.bytes += p.len();
         q.packets.push_back(p);
-        Ok(())
+        Ok(free)
     }
 
     /// Whether nothing is queued.
@@ -332,8 +333,12 @@ impl Session {
         }
         let size = packet.len();
         match self.out.push(packet) {
-            Ok(()) => {
+            Ok(free) => {
                 self.bell.ring();
+                let m = &self.pool.metrics;
+                if m.enabled() {
+                    m.observe(&kiwano_metrics::families::CHANNEL_CAPACITY, &["agent_chsend"], free as f64);
+                }
                 Ok(())
             }
             Err(Refused::Full) => {
@@ -491,6 +496,8 @@ pub struct SessionPool {
     closing: Mutex<HashMap<String, Vec<Arc<Session>>>>,
     /// What binding means in the cluster (set once, at start).
     hooks: std::sync::OnceLock<Arc<dyn BindHooks>>,
+    /// Where the sessions' queues are recorded (`pitaya_channel_channel_capacity`).
+    metrics: kiwano_metrics::Metrics,
 }
 
 impl std::fmt::Debug for SessionPool {
@@ -660,6 +667,11 @@ impl SessionPool {
         } else {
             false
         }
+    }
+
+    /// An empty pool whose sessions' queues are recorded into `metrics`.
+    pub fn with_metrics(metrics: kiwano_metrics::Metrics) -> Self {
+        Self { metrics, ..Self::default() }
     }
 
     /// Sets what binding means in the cluster; once, before any session binds.
