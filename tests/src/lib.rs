@@ -10,6 +10,7 @@ pub mod cluster_net;
 pub mod demo;
 pub mod go_pitaya;
 pub mod polyglot;
+pub mod otlp;
 pub mod process;
 pub mod services;
 
@@ -94,7 +95,7 @@ pub fn init_logs() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,wasmtime=info,cranelift=info"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,wasmtime=info,cranelift=info,kiwano_trace=off"))
             .with_ansi(false)
             .with_writer(|| Capture)
             .try_init();

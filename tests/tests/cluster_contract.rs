@@ -65,7 +65,7 @@ fn request(route: &str) -> Bytes {
         session: None,
         msg: Some(protos::Msg { route: route.into(), data: b"{}".to_vec(), ..Default::default() }),
         frontend_id: String::new(),
-        metadata: messages::metadata("connector-a", "connector", Duration::from_secs(1), &CallChain::default(), None),
+        metadata: messages::metadata("connector-a", "connector", Duration::from_secs(1), &CallChain::default(), None, &[]),
     })
 }
 

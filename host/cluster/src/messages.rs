@@ -95,10 +95,14 @@ fn write_request_id(out: &mut Vec<u8>) {
     let _ = write!(out, "{prefix:016x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed) as u32);
 }
 
+/// The key of the trace context in the metadata (Pitaya v3's `otel-span`): an object of W3C
+/// Trace Context fields (`traceparent`, `tracestate`), as OpenTelemetry's map carrier holds them.
+pub const OTEL_SPAN: &str = "otel-span";
+
 /// The propagated context of a call made by server `peer_id` of type `peer_type`, as the JSON
-/// object `Request.metadata` carries. Written directly, keys in order: it is built for every
-/// forwarded message.
-pub fn metadata(peer_id: &str, peer_type: &str, timeout: Duration, chain: &CallChain, route: Option<&str>) -> Vec<u8> {
+/// object `Request.metadata` carries, with the trace context `span` (empty: none) under
+/// [`OTEL_SPAN`]. Written directly, keys in order: it is built for every forwarded message.
+pub fn metadata(peer_id: &str, peer_type: &str, timeout: Duration, chain: &CallChain, route: Option<&str>, span: &[(String, String)]) -> Vec<u8> {
     use std::io::Write as _;
     let mut out = Vec::with_capacity(192);
     let string = |out: &mut Vec<u8>, s: &str| {
@@ -120,6 +124,18 @@ pub fn metadata(peer_id: &str, peer_type: &str, timeout: Duration, chain: &CallC
         string(&mut out, r);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let _ = write!(out, ",\"req-start-time\":{now}");
+    }
+    if !span.is_empty() {
+        let _ = write!(out, ",\"{OTEL_SPAN}\":{{");
+        for (i, (k, v)) in span.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(&mut out, k);
+            out.push(b':');
+            string(&mut out, v);
+        }
+        out.push(b'}');
     }
     let _ = write!(out, ",\"reqTimeout\":\"{}\",\"request.id\":\"", go_duration(timeout));
     write_request_id(&mut out);
@@ -178,6 +194,8 @@ pub struct Metadata {
     /// How long the caller waits (`reqTimeout`, a Go duration), if it said so in a form that
     /// reads.
     pub timeout: Option<Duration>,
+    /// The caller's trace context ([`OTEL_SPAN`]): its string fields.
+    pub span: Vec<(String, String)>,
 }
 
 impl<'de> serde::Deserialize<'de> for Metadata {
@@ -200,6 +218,12 @@ impl<'de> serde::Deserialize<'de> for Metadata {
                             serde_json::Value::String(s) => meta.timeout = parse_go_duration(&s),
                             _ => meta.timeout = None,
                         },
+                        // Only string fields are a trace context; the rest is ignored.
+                        Key::Span => {
+                            if let serde_json::Value::Object(o) = map.next_value::<serde_json::Value>()? {
+                                meta.span = o.into_iter().filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned()))).collect();
+                            }
+                        }
                         Key::Other => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
@@ -220,6 +244,7 @@ enum Key {
     Hops,
     Waiting,
     Timeout,
+    Span,
     Other,
 }
 
@@ -236,6 +261,7 @@ impl<'de> serde::Deserialize<'de> for Key {
                     HOPS => Key::Hops,
                     WAITING => Key::Waiting,
                     "reqTimeout" => Key::Timeout,
+                    OTEL_SPAN => Key::Span,
                     _ => Key::Other,
                 })
             }
@@ -277,7 +303,8 @@ mod tests {
     #[test]
     fn metadata_is_the_json_object_pitaya_reads() {
         let chain = CallChain { hops: 3, waiting: String::new() };
-        let bytes = metadata("fe-1", "conn\"ector", Duration::from_millis(1500), &chain, Some("room.room.join"));
+        let span = [("traceparent".to_owned(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned())];
+        let bytes = metadata("fe-1", "conn\"ector", Duration::from_millis(1500), &chain, Some("room.room.join"), &span);
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["peer.id"], "fe-1");
         assert_eq!(v["peer.service"], "conn\"ector");
@@ -286,18 +313,19 @@ mod tests {
         assert_eq!(v[HOPS], 3);
         assert!(v["req-start-time"].as_u64().unwrap() > 0);
         assert_eq!(v["request.id"].as_str().unwrap().len(), 24);
+        assert_eq!(v[OTEL_SPAN]["traceparent"], span[0].1);
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 7);
-        let plain: serde_json::Value = serde_json::from_slice(&metadata("b-1", "room", Duration::from_secs(5), &CallChain::default(), None)).unwrap();
+        assert_eq!(keys.len(), 8);
+        let read = |m: &[u8]| read_metadata(&protos::Request { metadata: m.to_vec(), ..Default::default() });
+        assert_eq!(read(&bytes).unwrap().span, span);
+        let plain: serde_json::Value = serde_json::from_slice(&metadata("b-1", "room", Duration::from_secs(5), &CallChain::default(), None, &[])).unwrap();
         assert_eq!(plain.as_object().unwrap().len(), 5);
         let waiting = CallChain { hops: 2, waiting: "room-1#r0,room-1#r1".into() };
-        let bytes = metadata("b-1", "room", Duration::from_secs(5), &waiting, None);
-        let read = |m: &[u8]| read_metadata(&protos::Request { metadata: m.to_vec(), ..Default::default() });
-        assert_eq!(read(&bytes).unwrap(), Metadata { chain: waiting, timeout: Some(Duration::from_secs(5)) });
+        let bytes = metadata("b-1", "room", Duration::from_secs(5), &waiting, None, &[]);
+        assert_eq!(read(&bytes).unwrap(), Metadata { chain: waiting, timeout: Some(Duration::from_secs(5)), span: Vec::new() });
 
-        let read = |m: &[u8]| read_metadata(&protos::Request { metadata: m.to_vec(), ..Default::default() });
         let chain = CallChain { hops: 3, waiting: String::new() };
-        assert_eq!(read(&metadata("fe-1", "c", Duration::from_secs(1), &chain, None)).unwrap(), Metadata { chain, timeout: Some(Duration::from_secs(1)) });
+        assert_eq!(read(&metadata("fe-1", "c", Duration::from_secs(1), &chain, None, &[])).unwrap(), Metadata { chain, timeout: Some(Duration::from_secs(1)), span: Vec::new() });
         assert_eq!(read(br#"{"peer.id":"x"}"#).unwrap(), Metadata::default());
         // Go's own spelling of a minute and a half; a number or a word is no timeout at all.
         assert_eq!(read(br#"{"reqTimeout":"1m30s"}"#).unwrap().timeout, Some(Duration::from_secs(90)));

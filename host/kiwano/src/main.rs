@@ -160,7 +160,26 @@ fn main() -> ExitCode {
         }
         _ => kiwano_server::config::LogConfig::default(),
     };
-    init_log(&log);
+    // `kiwano run`'s I/O runtime, made first: the trace exporter (OTLP over gRPC) starts on it.
+    let rt = match &cli.command {
+        Command::Run { .. } => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                eprintln!("kiwano: cannot start the I/O runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let entered = rt.as_ref().map(tokio::runtime::Runtime::enter);
+    let traces = match init_log(&log, rt.is_some()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kiwano: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    drop(entered);
     raise_nofile();
     let result = match cli.command {
         Command::Load(args) => tokio_main(async move {
@@ -181,7 +200,12 @@ fn main() -> ExitCode {
             if let Some(t) = server_type {
                 c.single_server(&t, id, &listen)?;
             }
-            run(&project, c, watch)
+            let rt = rt.context("no I/O runtime")?;
+            let r = run(&project, c, watch, &rt, traces.as_ref());
+            if let Some(t) = &traces {
+                t.shutdown();
+            }
+            r
         }),
         Command::Top(args) => tokio_main(top::run(args)),
         Command::New { dir, lang } => new::create(&dir, lang),
@@ -208,15 +232,30 @@ fn main() -> ExitCode {
 }
 
 /// Logging as `[log]` says, `KIWANO_LOG` (an `EnvFilter` directive) overriding its level.
-/// Colour only for a terminal: a redirected log stays plain text.
-fn init_log(log: &kiwano_server::config::LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KIWANO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+/// Colour only for a terminal: a redirected log stays plain text. With `traces` (`kiwano run`)
+/// and the `OTEL_*` variables asking for it, the host's spans are exported over OTLP too;
+/// otherwise their target is off and they cost nothing.
+fn init_log(log: &kiwano_server::config::LogConfig, traces: bool) -> anyhow::Result<Option<kiwano_telemetry::traces::Traces>> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let traces = traces && kiwano_telemetry::traces::wanted();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("KIWANO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let spans = if traces { "info" } else { "off" };
+    let directive = format!("{}={spans}", kiwano_telemetry::traces::TARGET);
+    filter = filter.add_directive(directive.parse().context("the trace spans' filter")?);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    let (otel, pipeline) = if traces {
+        let (layer, pipeline) = kiwano_telemetry::traces::layer("kiwano").map_err(anyhow::Error::msg)?;
+        (Some(layer), Some(pipeline))
+    } else {
+        (None, None)
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     match log.format {
-        kiwano_server::config::LogFormat::Text => fmt.init(),
-        kiwano_server::config::LogFormat::Json => fmt.json().init(),
+        kiwano_server::config::LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi)).init(),
+        kiwano_server::config::LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json().with_target(false)).init(),
     }
+    Ok(pipeline)
 }
 
 fn tokio_main(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
@@ -245,9 +284,8 @@ fn metrics(config: &Config) -> anyhow::Result<kiwano_metrics::Metrics> {
     Ok(kiwano_metrics::Metrics::new(std::sync::Arc::new(sink)))
 }
 
-fn run(project: &Path, config: Config, watch: bool) -> anyhow::Result<()> {
+fn run(project: &Path, config: Config, watch: bool, rt: &tokio::runtime::Runtime, traces: Option<&kiwano_telemetry::traces::Traces>) -> anyhow::Result<()> {
     project::build_all(project, &config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the I/O runtime")?;
     let clean = rt.block_on(async {
         let mut signals = Signals::new()?;
         // Starting may wait for NATS and etcd: a signal meanwhile stops the wait.
@@ -280,6 +318,9 @@ fn run(project: &Path, config: Config, watch: bool) -> anyhow::Result<()> {
         // Guest calls may still be running on this runtime's threads: ending the process here
         // is the bounded way out (dropping the runtime would wait for them, or fail the host
         // calls they are in).
+        if let Some(t) = traces {
+            t.shutdown();
+        }
         std::process::exit(0);
     }
     Ok(())

@@ -771,6 +771,8 @@ impl Worker {
         let borrow = || Resource::<CallToken>::new_borrow(token.rep());
         slot.store.set_epoch_deadline(if inline { FIRST_SLICE } else { self.deadline_ticks });
         let guest = slot.bindings.kiwano_server_guest();
+        // Below the span of the message or RPC that led here, when run on its thread.
+        let _span = tracing::info_span!(target: "kiwano_trace", "guest call", otel.kind = "internal", server_type = %self.config.server_type, route = %route).entered();
         let started = std::time::Instant::now();
         self.stats.busy.fetch_add(1, Ordering::Relaxed);
         let result = guarded(|| match &work {

@@ -81,7 +81,7 @@ impl BackendSession {
     }
 
     fn sys_request(&self, route: &str, data: Vec<u8>) -> bytes::Bytes {
-        let meta = messages::metadata(&self.me.0, &self.me.1, self.timeout, &kiwano_protocol::CallChain::default(), None);
+        let meta = messages::metadata(&self.me.0, &self.me.1, self.timeout, &kiwano_protocol::CallChain::default(), None, &[]);
         messages::encode_request(&protos::Request {
             r#type: protos::RpcType::User as i32,
             session: None,

@@ -26,6 +26,7 @@ pub mod services;
 pub mod session;
 pub mod state;
 pub mod tls;
+pub mod trace;
 pub mod transport;
 pub mod wire;
 

@@ -118,11 +118,17 @@ async fn handle(shared: &Arc<Shared>, server: &Arc<ServerType>, req: &mut protos
     if meta.chain.hops >= messages::MAX_HOPS {
         return Err(PitayaError::new(codes::INTERNAL, format!("rpc hop limit ({}) reached at {}", messages::MAX_HOPS, msg.route)));
     }
-    if req.r#type == protos::RpcType::Sys as i32 {
-        forwarded(shared, server, std::mem::take(req), msg, timeout).await
-    } else {
-        user(shared, server, msg, &meta.chain, timeout).await
-    }
+    // Pitaya's server-side RPC span, a child of the caller's (`otel-span`).
+    let span = tracing::info_span!(target: crate::trace::TARGET, "rpc", otel.name = %msg.route, otel.kind = "server", local.id = %server.id);
+    crate::trace::adopt(&span, &meta.span);
+    let handled = async {
+        if req.r#type == protos::RpcType::Sys as i32 {
+            forwarded(shared, server, std::mem::take(req), msg, timeout).await
+        } else {
+            user(shared, server, msg, &meta.chain, timeout).await
+        }
+    };
+    tracing::Instrument::instrument(handled, span).await
 }
 
 /// A client message forwarded by a frontend.

@@ -40,8 +40,19 @@ pub struct Router {
 
 impl Dispatch for Router {
     fn message(&self, session: &Arc<Session>, msg: Message, arrived: Instant) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        // Pitaya's frontend span: one per client message, named by its route.
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "message",
+            otel.name = %msg.route,
+            otel.kind = "server",
+            local.id = %self.shared.types.get(&*self.frontend).map(|t| t.id.as_str()).unwrap_or_default(),
+            msg.type = if msg.kind == MessageType::Request { "request" } else { "notify" },
+            user.id = session.uid().unwrap_or_default(),
+            request.id = msg.id,
+        );
         let (shared, frontend, session) = (self.shared.clone(), self.frontend.clone(), session.clone());
-        Box::pin(async move { dispatch(&shared, &frontend, &session, msg, arrived).await })
+        Box::pin(tracing::Instrument::instrument(async move { dispatch(&shared, &frontend, &session, msg, arrived).await }, span))
     }
 
     fn closed(&self, session: &Arc<Session>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
@@ -292,12 +303,22 @@ async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &
     let frontend_id = shared.types.get(frontend).map(|t| t.id.clone()).unwrap_or_default();
     let timeout = shared.request_timeout;
     let kind = if msg.kind == MessageType::Notify { protos::MsgType::MsgNotify } else { protos::MsgType::MsgRequest };
+    // Pitaya's client span of the RPC; its context travels in the metadata.
+    let span = tracing::info_span!(
+        target: crate::trace::TARGET,
+        "NATS RPC Call",
+        otel.kind = "client",
+        local.id = %frontend_id,
+        peer.serverType = %route.server_type,
+        peer.id = tracing::field::Empty,
+    );
+    let carrier = crate::trace::inject(&span);
     let request = protos::Request {
         r#type: protos::RpcType::Sys as i32,
         session: Some(session.to_proto()),
         msg: Some(protos::Msg { id: msg.id, route: full.clone(), data: msg.data.to_vec(), reply: String::new(), r#type: kind as i32 }),
         frontend_id: frontend_id.clone(),
-        metadata: messages::metadata(&frontend_id, frontend, timeout, &kiwano_protocol::CallChain::default(), Some(&full)),
+        metadata: messages::metadata(&frontend_id, frontend, timeout, &kiwano_protocol::CallChain::default(), Some(&full), &carrier),
     };
     let request = messages::encode_request(&request);
     loop {
@@ -307,7 +328,8 @@ async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &
         let Some(target) = target else {
             return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
         };
-        match shared.cluster.rpc.call(target, request.clone(), timeout).await {
+        span.record("peer.id", target.id.as_str());
+        match tracing::Instrument::instrument(shared.cluster.rpc.call(target, request.clone(), timeout), span.clone()).await {
             Ok(resp) => return messages::read_response(&resp).map(Bytes::from),
             Err(ClusterError::NoResponders(id)) => shared.cluster.mark_silent(&id),
             Err(ClusterError::Timeout) => return Err(messages::timeout_error(timeout, &full, &target.id, &frontend_id)),

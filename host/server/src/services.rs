@@ -282,7 +282,7 @@ impl Services {
             session: None,
             msg: Some(protos::Msg { route: route.to_owned(), data: body.to_vec(), ..Default::default() }),
             frontend_id: if frontend { caller.server_id.clone() } else { String::new() },
-            metadata: messages::metadata(&caller.server_id, &caller.server_type, timeout, chain, None),
+            metadata: messages::metadata(&caller.server_id, &caller.server_type, timeout, chain, None, &[]),
         });
         loop {
             let server = self.target(caller, server_type, &target)?;

@@ -9,6 +9,7 @@
 //! carry them without `serverType`, whose camel case Prometheus's conventions refuse.
 
 pub mod summary;
+pub mod traces;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,58 @@
+//! Traces over OTLP (gRPC, as Go Pitaya v3's `otlptracegrpc` exports them), configured by the
+//! standard `OTEL_*` variables: on when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (and `OTEL_SDK_DISABLED` is not `true`);
+//! `OTEL_TRACES_SAMPLER`/`_ARG` choose the sampler, `OTEL_SERVICE_NAME` and
+//! `OTEL_RESOURCE_ATTRIBUTES` the resource, `OTEL_BSP_*` the batching. The context crosses
+//! processes as W3C Trace Context under `otel-span` in the RPC metadata (the server library's
+//! `trace` module), the propagator installed here.
+//!
+//! The host's spans have the target [`TARGET`]; the binary turns that target off when traces
+//! are, so that they cost nothing then.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+/// The `tracing` target of the host's trace spans.
+pub const TARGET: &str = "kiwano_trace";
+
+/// A running trace pipeline; [`Traces::shutdown`] sends what is still batched.
+#[derive(Debug)]
+pub struct Traces {
+    provider: SdkTracerProvider,
+}
+
+/// Whether the environment asks for traces.
+pub fn wanted() -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// The `tracing` layer exporting the host's spans, and the pipeline behind it; `service` names
+/// the service when `OTEL_SERVICE_NAME` does not.
+///
+/// # Errors
+/// The exporter cannot be built (an endpoint that is not a URL).
+pub fn layer<S>(service: &str) -> Result<(tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>, Traces), String>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build().map_err(|e| format!("OTLP exporter: {e}"))?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name(service.to_owned());
+    }
+    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    let tracer = provider.tracer("pitaya");
+    Ok((tracing_opentelemetry::layer().with_tracer(tracer), Traces { provider }))
+}
+
+impl Traces {
+    /// Exports what is batched, then stops.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::warn!("traces: {e}");
+        }
+    }
+}

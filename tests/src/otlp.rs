@@ -1,0 +1,117 @@
+//! A small OTLP/gRPC trace receiver for tests: it keeps every span exported to it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
+/// One received span.
+#[derive(Debug, Clone)]
+pub struct Span {
+    /// Its name.
+    pub name: String,
+    /// The service that exported it (`service.name`).
+    pub service: String,
+    /// Trace id, hex.
+    pub trace: String,
+    /// Span id, hex.
+    pub id: String,
+    /// The parent's span id, hex; empty for a root.
+    pub parent: String,
+    /// OTLP span kind (1 internal, 2 server, 3 client).
+    pub kind: i32,
+    /// String and integer attributes.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Span {
+    /// An attribute's value.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collect {
+    async fn export(&self, req: tonic::Request<ExportTraceServiceRequest>) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for rs in req.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                .map(|a| text(a.value.as_ref().and_then(|v| v.value.as_ref())))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    spans.push(Span {
+                        name: s.name,
+                        service: service.clone(),
+                        trace: hex(&s.trace_id),
+                        id: hex(&s.span_id),
+                        parent: hex(&s.parent_span_id),
+                        kind: s.kind,
+                        attributes: s.attributes.iter().map(|a| (a.key.clone(), text(a.value.as_ref().and_then(|v| v.value.as_ref())))).collect(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// A receiver listening on a free loopback port.
+pub struct Receiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    spans: Collect,
+}
+
+impl Receiver {
+    /// Starts it (until the test's runtime ends).
+    pub async fn start() -> Self {
+        let port = crate::services::free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+        let spans = Collect::default();
+        let svc = TraceServiceServer::new(spans.clone());
+        tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve(addr).await {
+                panic!("the OTLP receiver stopped: {e}");
+            }
+        });
+        crate::eventually_async("the OTLP receiver listening", std::time::Duration::from_secs(5), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        Self { addr, spans }
+    }
+
+    /// The endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<Span> {
+        self.spans.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}

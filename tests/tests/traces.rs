@@ -1,0 +1,59 @@
+//! OpenTelemetry traces across the cluster: a request forwarded from a connector process to a
+//! room process over NATS is one trace at an OTLP receiver — the connector's span of the client
+//! message (named by its route), its `NATS RPC Call` below it, the room's RPC span below that
+//! (the context crossed in the RPC metadata under `otel-span`), and the guest call below it.
+
+use std::time::Duration;
+
+use kiwano_tests::cluster_net::{ClusterNet, build};
+use kiwano_tests::otlp::{Receiver, Span};
+use kiwano_tests::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_request_is_one_trace_across_processes() {
+    let receiver = Receiver::start().await;
+    let project = build(&root().join("examples/cluster"));
+    let mut net = ClusterNet::start().await;
+    net.env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+        ("OTEL_TRACES_SAMPLER".into(), "always_on".into()),
+    ];
+    let _room = net.server(&project, "room", "room-1", false).await;
+    let connector = net.server(&project, "connector", "connector-1", true).await;
+    let mut c = Client::connect(connector.addr("Tcp"), Transport::Tcp, None).await.unwrap();
+    c.handshake(&json!({"sys": {}})).await.unwrap();
+    assert_eq!(&c.request("room.room.entry", b"{}").await.unwrap().data[..], br#"{"result":"ok"}"#);
+
+    let find = |spans: &[Span], name: &str, local: Option<&str>| -> Option<Span> {
+        spans.iter().find(|s| s.name == name && local.is_none_or(|l| s.attr("local.id") == Some(l))).cloned()
+    };
+    eventually("the four spans at the receiver", Duration::from_secs(20), || {
+        let s = receiver.spans();
+        find(&s, "room.room.entry", Some("connector-1")).is_some()
+            && find(&s, "NATS RPC Call", None).is_some()
+            && find(&s, "room.room.entry", Some("room-1")).is_some()
+            && s.iter().any(|x| x.name == "guest call" && x.attr("server_type") == Some("room"))
+    })
+    .await;
+    let spans = receiver.spans();
+    let frontend = find(&spans, "room.room.entry", Some("connector-1")).unwrap();
+    let client = find(&spans, "NATS RPC Call", None).unwrap();
+    let server = find(&spans, "room.room.entry", Some("room-1")).unwrap();
+    let guest = spans.iter().find(|x| x.name == "guest call" && x.attr("server_type") == Some("room")).cloned().unwrap();
+    // One trace; each span the child of the one before.
+    for s in [&client, &server, &guest] {
+        assert_eq!(s.trace, frontend.trace, "{spans:#?}");
+    }
+    assert_eq!(frontend.parent, "", "{frontend:?}");
+    assert_eq!(client.parent, frontend.id);
+    assert_eq!(server.parent, client.id);
+    assert_eq!(guest.parent, server.id);
+    // Pitaya's kinds and attributes.
+    assert_eq!((frontend.kind, client.kind, server.kind), (2, 3, 2));
+    assert_eq!(frontend.attr("msg.type"), Some("request"));
+    assert_eq!(client.attr("peer.serverType"), Some("room"));
+    assert_eq!(client.attr("peer.id"), Some("room-1"));
+    assert_eq!(guest.attr("route"), Some("room.entry"));
+}
