@@ -25,6 +25,7 @@ import (
 	"github.com/topfreegames/pitaya/v3/pkg/groups"
 	"github.com/topfreegames/pitaya/v3/pkg/logger"
 	logruswrapper "github.com/topfreegames/pitaya/v3/pkg/logger/logrus"
+	"github.com/topfreegames/pitaya/v3/pkg/tracing"
 )
 
 // Route dictionary shared by both sides (only the frontend really needs it,
@@ -68,6 +69,15 @@ func main() {
 	plog.Formatter = new(logrus.TextFormatter)
 	plog.Level = lvl
 	logger.SetLogger(logruswrapper.NewWithFieldLogger(plog.WithField("source", "pitaya")))
+
+	// Traces over OTLP/gRPC when the standard variables ask for them, as a Pitaya v3
+	// game server does it (pitaya's tracing.InitializeOtel reads OTEL_*).
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
+		if err := tracing.InitializeOtel(); err != nil {
+			fmt.Fprintf(os.Stderr, "gopitaya: cannot initialize OpenTelemetry: %v\n", err)
+			os.Exit(2)
+		}
+	}
 
 	var frontend bool
 	switch *svType {

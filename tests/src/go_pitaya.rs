@@ -46,12 +46,18 @@ impl GoPitaya {
     /// Starts a server of `server_type` (`connector` or `room`) with id `id`; returns once it
     /// is registered and serving.
     pub async fn start(net: &ClusterNet, server_type: &str, id: &str) -> Self {
+        Self::start_with(net, server_type, id, &[]).await
+    }
+
+    /// [`GoPitaya::start`] with more environment variables (`OTEL_*`…).
+    pub async fn start_with(net: &ClusterNet, server_type: &str, id: &str, env: &[(&str, &str)]) -> Self {
         let bin = go_pitaya_bin();
         let dir = std::env::temp_dir().join(format!("kiwano-gopitaya-{id}-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).expect("log dir");
         let tcp = format!("127.0.0.1:{}", free_port());
         let child = Command::new(bin)
             .args(["-type", server_type, "-id", id, "-nats", &net.nats.url(), "-etcd", &net.etcd.endpoint(), "-prefix", "pitaya/", "-tcp", &tcp])
+            .envs(env.iter().copied())
             .stdout(Stdio::from(std::fs::File::create(dir.join("stdout")).expect("stdout")))
             .stderr(Stdio::from(std::fs::File::create(dir.join("stderr")).expect("stderr")))
             .spawn()

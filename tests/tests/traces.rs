@@ -50,10 +50,52 @@ async fn a_forwarded_request_is_one_trace_across_processes() {
     assert_eq!(client.parent, frontend.id);
     assert_eq!(server.parent, client.id);
     assert_eq!(guest.parent, server.id);
-    // Pitaya's kinds and attributes.
+    // Pitaya's kinds (as OpenTelemetry kinds, and as Pitaya's `span.kind` attribute) and
+    // attributes.
     assert_eq!((frontend.kind, client.kind, server.kind), (2, 3, 2));
+    let kind = |s: &Span| s.attr("span.kind").map(str::to_owned);
+    assert_eq!((kind(&frontend), kind(&client), kind(&server)), (Some("server".into()), Some("client".into()), Some("server".into())));
     assert_eq!(frontend.attr("msg.type"), Some("request"));
     assert_eq!(client.attr("peer.serverType"), Some("room"));
     assert_eq!(client.attr("peer.id"), Some("room-1"));
     assert_eq!(guest.attr("route"), Some("room.entry"));
+}
+
+/// The same across Go Pitaya v3 and Kiwano: a Go Pitaya connector (its own OpenTelemetry set up
+/// by Pitaya's `tracing.InitializeOtel`) forwards to a Kiwano room, whose RPC span is the child
+/// of Go's `NATS RPC Call` through the `otel-span` Go put in the metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_crosses_from_a_go_pitaya_connector_into_a_kiwano_room() {
+    let receiver = Receiver::start().await;
+    let project = build(&root().join("examples/cluster"));
+    let endpoint = receiver.endpoint();
+    let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100"), ("OTEL_TRACES_SAMPLER", "always_on")];
+    let mut net = ClusterNet::start().await;
+    net.env = otel.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let _room = net.server(&project, "room", "room-1", false).await;
+    let connector = kiwano_tests::go_pitaya::GoPitaya::start_with(&net, "connector", "go-connector-1", &otel).await;
+    let mut c = Client::connect(&connector.tcp, Transport::Tcp, None).await.unwrap();
+    c.handshake(&json!({"sys": {"platform": "test"}})).await.unwrap();
+    assert_eq!(&c.request("room.room.entry", b"{}").await.unwrap().data[..], br#"{"result":"ok"}"#);
+
+    let kiwano_rpc = |s: &[Span]| s.iter().find(|x| x.name == "room.room.entry" && x.attr("local.id") == Some("room-1")).cloned();
+    eventually("Kiwano's RPC span and Go's client span", Duration::from_secs(30), || {
+        let s = receiver.spans();
+        kiwano_rpc(&s).is_some_and(|k| s.iter().any(|x| x.id == k.parent))
+    })
+    .await;
+    let spans = receiver.spans();
+    let server = kiwano_rpc(&spans).unwrap();
+    let go_client = spans.iter().find(|x| x.id == server.parent).cloned().unwrap();
+    assert_eq!(go_client.trace, server.trace);
+    // Pitaya names it and marks its kind with an attribute (its OpenTelemetry kind stays
+    // internal).
+    assert_eq!((go_client.name.as_str(), go_client.attr("span.kind")), ("NATS RPC Call", Some("client")), "{go_client:?}");
+    assert_eq!(go_client.attr("local.id"), Some("go-connector-1"));
+    assert_eq!(go_client.attr("peer.id"), Some("room-1"));
+    let guest = spans.iter().find(|x| x.name == "guest call" && x.parent == server.id);
+    assert!(guest.is_some(), "{spans:#?}");
+    // Go's own frontend span is the root of the trace.
+    let root = spans.iter().find(|x| x.trace == server.trace && x.parent.is_empty());
+    assert!(root.is_some_and(|r| r.name == "room.room.entry" && r.attr("span.kind") == Some("server")), "{spans:#?}");
 }
