@@ -24,6 +24,8 @@ pub struct Span {
     pub kind: i32,
     /// String and integer attributes.
     pub attributes: Vec<(String, String)>,
+    /// The names of its events, and each event's `message` attribute if it has one.
+    pub events: Vec<String>,
 }
 
 impl Span {
@@ -71,6 +73,14 @@ impl TraceService for Collect {
                         parent: hex(&s.parent_span_id),
                         kind: s.kind,
                         attributes: s.attributes.iter().map(|a| (a.key.clone(), text(a.value.as_ref().and_then(|v| v.value.as_ref())))).collect(),
+                        events: s
+                            .events
+                            .iter()
+                            .map(|e| {
+                                let message = e.attributes.iter().find(|a| a.key == "message").map(|a| text(a.value.as_ref().and_then(|v| v.value.as_ref())));
+                                message.unwrap_or_else(|| e.name.clone())
+                            })
+                            .collect(),
                     });
                 }
             }

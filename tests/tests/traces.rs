@@ -59,6 +59,46 @@ async fn a_forwarded_request_is_one_trace_across_processes() {
     assert_eq!(client.attr("peer.serverType"), Some("room"));
     assert_eq!(client.attr("peer.id"), Some("room-1"));
     assert_eq!(guest.attr("route"), Some("room.entry"));
+
+    // A guest's own RPC continues the trace: the room calls the connector's remote, which logs;
+    // its log line is an event of its guest call's span.
+    let body = json!({"server_id": "connector-1", "route": "connector.connectorremote.remotefunc", "msg": "hi"});
+    let r = c.request("room.room.sendrpc", body.to_string().as_bytes()).await.unwrap();
+    assert!(!r.error, "{}", String::from_utf8_lossy(&r.data));
+    // The chain from the connector's remote up to the client message, once every span of it
+    // reached the receiver: remote ← NATS RPC Call (room) ← guest call (room) ← room's RPC span
+    // ← NATS RPC Call (connector) ← the client message.
+    let chain = |s: &[Span]| -> Option<Vec<Span>> {
+        let mut at = s.iter().find(|x| x.name == "connector.connectorremote.remotefunc" && x.attr("local.id") == Some("connector-1"))?.clone();
+        let mut chain = vec![at.clone()];
+        while !at.parent.is_empty() {
+            at = s.iter().find(|x| x.id == at.parent)?.clone();
+            chain.push(at.clone());
+        }
+        Some(chain)
+    };
+    eventually("the whole chain of spans", Duration::from_secs(20), || chain(&receiver.spans()).is_some_and(|c| c.len() == 6)).await;
+    let spans = receiver.spans();
+    let chain = chain(&spans).unwrap_or_default();
+    let names: Vec<(&str, Option<&str>)> = chain.iter().map(|x| (x.name.as_str(), x.attr("local.id").or(x.attr("route")))).collect();
+    assert_eq!(
+        names,
+        [
+            ("connector.connectorremote.remotefunc", Some("connector-1")),
+            ("NATS RPC Call", Some("room-1")),
+            ("guest call", Some("room.sendrpc")),
+            ("room.room.sendrpc", Some("room-1")),
+            ("NATS RPC Call", Some("connector-1")),
+            ("room.room.sendrpc", Some("connector-1")),
+        ]
+    );
+    let (remote, top) = (&chain[0], &chain[5]);
+    assert!(chain.iter().all(|x| x.trace == top.trace));
+    let connector_guest = spans.iter().find(|x| x.name == "guest call" && x.parent == remote.id).unwrap();
+    assert!(
+        connector_guest.events.iter().any(|e| e == "received a remote call with this message: hi"),
+        "{connector_guest:?}"
+    );
 }
 
 /// The same across Go Pitaya v3 and Kiwano: a Go Pitaya connector (its own OpenTelemetry set up

@@ -209,6 +209,8 @@ impl Drop for Reply {
 pub(crate) struct Job {
     work: Work,
     reply: Reply,
+    /// The span of whoever asked (a message, an RPC): the guest call's parent on this thread.
+    parent: tracing::Span,
 }
 
 /// What an instance's thread receives.
@@ -259,7 +261,7 @@ impl Instance {
         if worker.stopped {
             return Err(CallError::Unavailable("server type is shut down".into()));
         }
-        let result = worker.execute(work, true);
+        let result = worker.execute(work, true, &tracing::Span::current());
         worker.stats.calls.fetch_add(1, Ordering::Relaxed);
         result
     }
@@ -405,7 +407,7 @@ impl ServerPool {
         }
         let (reply, rx) = oneshot::channel();
         // A send fails only after shutdown; the dropped reply then reads as Unavailable.
-        let _ = instance.tx.send(Msg::Job(Job { work, reply: Reply(Some(ReplyTo::Async(reply))) }));
+        let _ = instance.tx.send(Msg::Job(Job { work, reply: Reply(Some(ReplyTo::Async(reply))), parent: tracing::Span::current() }));
         rx.await.unwrap_or_else(|_| Err(CallError::Unavailable("server type is shut down".into())))
     }
 
@@ -421,7 +423,7 @@ impl ServerPool {
             let result = if worker.stopped {
                 Err(CallError::Unavailable("server type is shut down".into()))
             } else {
-                let r = worker.execute(work, true);
+                let r = worker.execute(work, true, &tracing::Span::current());
                 worker.stats.calls.fetch_add(1, Ordering::Relaxed);
                 r
             };
@@ -431,7 +433,7 @@ impl ServerPool {
             return;
         }
         let (done, rx) = oneshot::channel();
-        let _ = instance.tx.send(Msg::Job(Job { work, reply: Reply(Some(ReplyTo::Finish(finish, done))) }));
+        let _ = instance.tx.send(Msg::Job(Job { work, reply: Reply(Some(ReplyTo::Finish(finish, done))), parent: tracing::Span::current() }));
         let _ = rx.await;
     }
 
@@ -669,7 +671,7 @@ impl Worker {
         }
         match msg {
             Msg::Job(job) => {
-                let result = self.execute(job.work, false);
+                let result = self.execute(job.work, false, &job.parent);
                 self.stats.calls.fetch_add(1, Ordering::Relaxed);
                 job.reply.send(result);
                 self.prepare();
@@ -738,7 +740,7 @@ impl Worker {
     }
 
     /// Runs one call; `inline` when on an I/O thread (see the module documentation).
-    fn execute(&mut self, work: Work, inline: bool) -> CallResult {
+    fn execute(&mut self, work: Work, inline: bool, parent: &tracing::Span) -> CallResult {
         self.ensure()?;
         let (route, session) = match &work {
             Work::Handle { route, session, .. } => (route.as_str(), Some(session)),
@@ -771,8 +773,8 @@ impl Worker {
         let borrow = || Resource::<CallToken>::new_borrow(token.rep());
         slot.store.set_epoch_deadline(if inline { FIRST_SLICE } else { self.deadline_ticks });
         let guest = slot.bindings.kiwano_server_guest();
-        // Below the span of the message or RPC that led here, when run on its thread.
-        let _span = tracing::info_span!(target: "kiwano_trace", "guest call", otel.kind = "internal", server_type = %self.config.server_type, route = %route).entered();
+        // Below the span of the message or RPC that led here, on whatever thread it runs.
+        let _span = tracing::info_span!(target: "kiwano_trace", parent: parent, "guest call", otel.kind = "internal", server_type = %self.config.server_type, route = %route).entered();
         let started = std::time::Instant::now();
         self.stats.busy.fetch_add(1, Ordering::Relaxed);
         let result = guarded(|| match &work {

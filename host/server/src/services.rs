@@ -277,15 +277,28 @@ impl Services {
             return Err(GuestError::new(codes::INTERNAL, format!("rpc hop limit ({}) reached at {route}", messages::MAX_HOPS)));
         }
         let frontend = self.cluster.server(&caller.server_id).is_some_and(|s| s.frontend);
+        // Pitaya's client span of the RPC, below the guest call that makes it; its context
+        // travels in the metadata.
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "NATS RPC Call",
+            otel.kind = "client",
+            span.kind = "client",
+            local.id = %caller.server_id,
+            peer.serverType = %server_type,
+            peer.id = tracing::field::Empty,
+        );
+        let carrier = crate::trace::inject(&span);
         let request = messages::encode_request(&protos::Request {
             r#type: protos::RpcType::User as i32,
             session: None,
             msg: Some(protos::Msg { route: route.to_owned(), data: body.to_vec(), ..Default::default() }),
             frontend_id: if frontend { caller.server_id.clone() } else { String::new() },
-            metadata: messages::metadata(&caller.server_id, &caller.server_type, timeout, chain, None, &[]),
+            metadata: messages::metadata(&caller.server_id, &caller.server_type, timeout, chain, None, &carrier),
         });
         loop {
             let server = self.target(caller, server_type, &target)?;
+            span.record("peer.id", server.id.as_str());
             // May run guest code of this process: on the runtime, never nested on this stack.
             // The call enforces `timeout` itself; the margin only guards against a lost task.
             let call = self.cluster.rpc.call(&server, request.clone(), timeout);
