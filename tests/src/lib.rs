@@ -10,7 +10,6 @@ pub mod cluster_net;
 pub mod demo;
 pub mod go_pitaya;
 pub mod polyglot;
-pub mod otlp;
 pub mod process;
 pub mod services;
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use kiwano_tests::cluster_net::{ClusterNet, build};
-use kiwano_tests::otlp::{Receiver, Span};
+use kiwano_telemetry::receiver::{Receiver, Span};
 use kiwano_tests::*;
 use serde_json::json;
 

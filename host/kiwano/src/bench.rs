@@ -448,18 +448,37 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         (r, took)
     };
 
-    // Scenario 10 (before 6 too): the cost of metrics on the echo of scenario 1 (TCP), off and
-    // on in turn, twice, so that drift between runs shows.
-    eprintln!("bench: scenario 10 (the cost of metrics)");
+    // Scenario 10 (before 6 too): the cost of metrics and of traces on the echo of scenario 1
+    // (TCP): both off, metrics on, traces on (to an OTLP receiver in this process that counts
+    // the spans) sampled at 0 %, 1 % and 100 %, then both off again to show the drift.
+    eprintln!("bench: scenario 10 (the cost of metrics and traces)");
+    let sink_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let sink = sink_rt.block_on(kiwano_telemetry::receiver::Receiver::start_keeping(false))?;
+    let endpoint = sink.endpoint();
+    let traced = |ratio: &'static str| {
+        vec![
+            ("KIWANO_METRICS_ENABLED", "false"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", ratio),
+        ]
+    };
     let mut s10 = Vec::new();
-    for round in 1..=2 {
-        for (label, enabled) in [("off", "false"), ("on", "true")] {
-            let (server, tcp, _ws) = kiwano(&root, "examples/echo", "echo", &[("KIWANO_METRICS_ENABLED", enabled)])?;
-            let r = load(&root, &echo_args(tcp, "tcp", s.forward_conns, "echo.echo", s), || {})?;
-            drop(server);
-            s10.push((round, label, r));
-        }
+    for (label, env) in [
+        ("both off", vec![("KIWANO_METRICS_ENABLED", "false")]),
+        ("metrics on", vec![("KIWANO_METRICS_ENABLED", "true")]),
+        ("traces at 0 %", traced("0")),
+        ("traces at 1 %", traced("0.01")),
+        ("traces at 100 %", traced("1")),
+        ("both off again", vec![("KIWANO_METRICS_ENABLED", "false")]),
+    ] {
+        let before = sink.count();
+        let (server, tcp, _ws) = kiwano(&root, "examples/echo", "echo", &env)?;
+        let r = load(&root, &echo_args(tcp, "tcp", s.forward_conns, "echo.echo", s), || {})?;
+        drop(server);
+        s10.push((label, r, sink.count() - before));
     }
+    drop(sink_rt);
 
     // Scenario 6: the guest call itself, per language, and starting a component cold and cached.
     eprintln!("bench: scenario 6 (guest call cost, per language)");
@@ -532,19 +551,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let _ = writeln!(report, "| --- | --- | --- | --- | --- |");
     let (t, answer) = took.map_or((String::from("—"), String::from("no reload happened")), |(d, a)| (format!("{:.1} ms", d.as_secs_f64() * 1e3), a));
     let _ = writeln!(report, "| {t} | `{}` | {:.0} | {} / {} / {} | {} |", answer.trim(), r.rps, ms(r.latency.p50_us), ms(r.latency.p99_us), ms(r.latency.max_us), r.errors);
-    let _ = writeln!(report, "\n## 10. The cost of metrics\n");
+    let _ = writeln!(report, "\n## 10. The cost of metrics and of traces\n");
     let _ = writeln!(
         report,
-        "`examples/echo` over TCP, {} connections, with `metrics.enabled = false` and `true` in turn (Pitaya's response-time and handler-delay summaries per route, Kiwano's guest-call histogram, per request), two rounds.\n",
+        "`examples/echo` over TCP, {} connections: both off; metrics on (Pitaya's response-time and handler-delay summaries per route, Kiwano's guest-call histogram, per request); traces on, exported over OTLP/gRPC to a receiver in the harness, sampled at 0 %, 1 % and 100 % (`parentbased_traceidratio`; a span per message and per guest call); both off again, to show the drift.\n",
         s.forward_conns
     );
-    let _ = writeln!(report, "| round | metrics | req/s | p50 / p99 / max ms | errors | ratio to the same round with metrics off |");
+    let _ = writeln!(report, "| run | req/s | p50 / p99 / max ms | errors | spans received | ratio to both off |");
     let _ = writeln!(report, "| --- | --- | --- | --- | --- | --- |");
-    for (round, label, r) in &s10 {
-        let off = s10.iter().find(|(n, l, _)| n == round && *l == "off").map_or(r.rps, |(_, _, o)| o.rps);
+    let off = s10.first().map_or(1.0, |(_, r, _)| r.rps);
+    for (label, r, spans) in &s10 {
         let _ = writeln!(
             report,
-            "| {round} | {label} | {:.0} | {} / {} / {} | {} | {:.2} |",
+            "| {label} | {:.0} | {} / {} / {} | {} | {spans} | {:.2} |",
             r.rps, ms(r.latency.p50_us), ms(r.latency.p99_us), ms(r.latency.max_us), r.errors, r.rps / off.max(1e-9)
         );
     }

@@ -30,12 +30,20 @@ fn bench_smoke_runs_every_scenario() {
         "## 6. Guest call cost",
         "## 8. A hot reload under load",
         "## 9. Echo per language",
+        "## 10. The cost of metrics and of traces",
     ] {
         assert!(report.contains(heading), "report lacks {heading:?}:\n{report}");
     }
     // The reload happened, was answered, and no request failed during it.
     let reload = report.lines().skip_while(|l| !l.starts_with("## 8.")).find(|l| l.starts_with("| ") && l.contains("ms |") && !l.starts_with("| ---")).unwrap_or_default();
     assert!(reload.contains("HTTP/1.1 200 OK") && reload.contains(r#""version":2"#) && reload.ends_with("| 0 |"), "{reload}");
+    // Traces reached the harness's receiver when sampled, and none when not.
+    let spans = |run: &str| -> u64 {
+        let line = report.lines().find(|l| l.starts_with(&format!("| {run} |"))).unwrap_or_default();
+        line.split('|').nth(5).and_then(|c| c.trim().parse().ok()).unwrap_or_else(|| panic!("no spans column in {line:?}"))
+    };
+    assert_eq!(spans("traces at 0 %"), 0, "{report}");
+    assert!(spans("traces at 100 %") > 0, "{report}");
     // Every scenario ran without errors or dropped connections.
     assert!(report.contains("| tcp | 4 |") && report.contains("| ws | 8 |"), "{report}");
     let _ = std::fs::remove_file(out);

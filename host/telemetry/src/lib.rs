@@ -8,6 +8,7 @@
 //! `serverType` (and any others configured), as Pitaya's reporter does; Kiwano's own (`kiwano_*`)
 //! carry them without `serverType`, whose camel case Prometheus's conventions refuse.
 
+pub mod receiver;
 pub mod summary;
 pub mod traces;
 

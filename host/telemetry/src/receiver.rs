@@ -1,4 +1,5 @@
-//! A small OTLP/gRPC trace receiver for tests: it keeps every span exported to it.
+//! A small OTLP/gRPC trace receiver, for the tests and the benchmarks: it keeps every span
+//! exported to it (or only counts them).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -50,13 +51,23 @@ fn text(v: Option<&Value>) -> String {
 }
 
 #[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<Span>>>);
+struct Collect {
+    kept: Arc<Mutex<Vec<Span>>>,
+    count: Arc<std::sync::atomic::AtomicU64>,
+    keep: bool,
+}
 
 #[tonic::async_trait]
 impl TraceService for Collect {
     async fn export(&self, req: tonic::Request<ExportTraceServiceRequest>) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for rs in req.into_inner().resource_spans {
+        let req = req.into_inner();
+        let n: usize = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        self.count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        if !self.keep {
+            return Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }));
+        }
+        let mut spans = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for rs in req.resource_spans {
             let service = rs
                 .resource
                 .as_ref()
@@ -97,22 +108,35 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Starts it (until the test's runtime ends).
+    /// Starts it (until the runtime it is on ends), keeping the spans.
+    ///
+    /// # Panics
+    /// No loopback port to listen on (tests only).
     pub async fn start() -> Self {
-        let port = crate::services::free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
-        let spans = Collect::default();
+        Self::start_keeping(true).await.expect("the OTLP receiver listens")
+    }
+
+    /// Starts it on a free loopback port, keeping the spans or only counting them.
+    ///
+    /// # Errors
+    /// No loopback port to listen on.
+    pub async fn start_keeping(keep: bool) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let spans = Collect { keep, ..Collect::default() };
         let svc = TraceServiceServer::new(spans.clone());
+        let incoming = futures_util::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
         tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve(addr).await {
-                panic!("the OTLP receiver stopped: {e}");
+            if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await {
+                tracing::error!("the OTLP receiver stopped: {e}");
             }
         });
-        crate::eventually_async("the OTLP receiver listening", std::time::Duration::from_secs(5), || async move {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        Self { addr, spans }
+        Ok(Self { addr, spans })
+    }
+
+    /// How many spans were received.
+    pub fn count(&self) -> u64 {
+        self.spans.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -122,6 +146,6 @@ impl Receiver {
 
     /// Every span received so far.
     pub fn spans(&self) -> Vec<Span> {
-        self.spans.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.spans.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
