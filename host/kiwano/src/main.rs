@@ -245,6 +245,7 @@ fn init_log(log: &kiwano_server::config::LogConfig, traces: bool) -> anyhow::Res
     filter = filter.add_directive(directive.parse().context("the trace spans' filter")?);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let (otel, pipeline) = if traces {
+        kiwano_server::trace::set_root_ratio(kiwano_telemetry::traces::root_ratio().map_err(anyhow::Error::msg)?);
         let (layer, pipeline) = kiwano_telemetry::traces::layer("kiwano").map_err(anyhow::Error::msg)?;
         (Some(layer), Some(pipeline))
     } else {

@@ -774,7 +774,12 @@ impl Worker {
         slot.store.set_epoch_deadline(if inline { FIRST_SLICE } else { self.deadline_ticks });
         let guest = slot.bindings.kiwano_server_guest();
         // Below the span of the message or RPC that led here, on whatever thread it runs.
-        let _span = tracing::info_span!(target: "kiwano_trace", parent: parent, "guest call", otel.kind = "internal", server_type = %self.config.server_type, route = %route).entered();
+        let _span = if parent.is_disabled() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(target: "kiwano_trace", parent: parent, "guest call", otel.kind = "internal", server_type = %self.config.server_type, route = %route)
+        }
+        .entered();
         let started = std::time::Instant::now();
         self.stats.busy.fetch_add(1, Ordering::Relaxed);
         let result = guarded(|| match &work {

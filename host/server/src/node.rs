@@ -119,7 +119,11 @@ async fn handle(shared: &Arc<Shared>, server: &Arc<ServerType>, req: &mut protos
         return Err(PitayaError::new(codes::INTERNAL, format!("rpc hop limit ({}) reached at {}", messages::MAX_HOPS, msg.route)));
     }
     // Pitaya's server-side RPC span, a child of the caller's (`otel-span`).
-    let span = tracing::info_span!(target: crate::trace::TARGET, "rpc", otel.name = %msg.route, otel.kind = "server", span.kind = "server", local.id = %server.id);
+    let span = if crate::trace::sample_child(&meta.span) {
+        tracing::info_span!(target: crate::trace::TARGET, "rpc", otel.name = %msg.route, otel.kind = "server", span.kind = "server", local.id = %server.id)
+    } else {
+        tracing::Span::none()
+    };
     crate::trace::adopt(&span, &meta.span);
     let handled = async {
         if req.r#type == protos::RpcType::Sys as i32 {

@@ -40,8 +40,11 @@ pub struct Router {
 
 impl Dispatch for Router {
     fn message(&self, session: &Arc<Session>, msg: Message, arrived: Instant) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        // Pitaya's frontend span: one per client message, named by its route.
-        let span = tracing::info_span!(
+        // Pitaya's frontend span: one per client message of a sampled trace, named by its route.
+        let span = if !crate::trace::sample_root() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
             target: crate::trace::TARGET,
             "message",
             otel.name = %msg.route,
@@ -51,7 +54,8 @@ impl Dispatch for Router {
             msg.type = if msg.kind == MessageType::Request { "request" } else { "notify" },
             user.id = session.uid().unwrap_or_default(),
             request.id = msg.id,
-        );
+            )
+        };
         let (shared, frontend, session) = (self.shared.clone(), self.frontend.clone(), session.clone());
         Box::pin(tracing::Instrument::instrument(async move { dispatch(&shared, &frontend, &session, msg, arrived).await }, span))
     }
@@ -304,16 +308,20 @@ async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &
     let frontend_id = shared.types.get(frontend).map(|t| t.id.clone()).unwrap_or_default();
     let timeout = shared.request_timeout;
     let kind = if msg.kind == MessageType::Notify { protos::MsgType::MsgNotify } else { protos::MsgType::MsgRequest };
-    // Pitaya's client span of the RPC; its context travels in the metadata.
-    let span = tracing::info_span!(
-        target: crate::trace::TARGET,
-        "NATS RPC Call",
-        otel.kind = "client",
-        span.kind = "client",
-        local.id = %frontend_id,
-        peer.serverType = %route.server_type,
-        peer.id = tracing::field::Empty,
-    );
+    // Pitaya's client span of the RPC, in a sampled trace; its context travels in the metadata.
+    let span = if !crate::trace::in_trace() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+            target: crate::trace::TARGET,
+            "NATS RPC Call",
+            otel.kind = "client",
+            span.kind = "client",
+            local.id = %frontend_id,
+            peer.serverType = %route.server_type,
+            peer.id = tracing::field::Empty,
+        )
+    };
     let carrier = crate::trace::inject(&span);
     let request = protos::Request {
         r#type: protos::RpcType::Sys as i32,

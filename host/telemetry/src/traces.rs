@@ -42,10 +42,38 @@ where
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(service.to_owned());
     }
-    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
+    // The host decides which new traces are sampled ([`root_ratio`]) and makes spans only for
+    // those: the SDK keeps whatever it is given, and follows a caller's decision.
+    let sampler = opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(opentelemetry_sdk::trace::Sampler::AlwaysOn));
+    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).with_sampler(sampler).build();
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
     let tracer = provider.tracer("pitaya");
     Ok((tracing_opentelemetry::layer().with_tracer(tracer), Traces { provider }))
+}
+
+/// The share of new traces to sample, from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`
+/// (default `parentbased_always_on`: all); the spans of a trace a caller started follow the
+/// caller's decision.
+///
+/// # Errors
+/// A sampler this host does not know, or a ratio that is not a number in `0..=1`.
+pub fn root_ratio() -> Result<f64, String> {
+    let sampler = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_else(|_| "parentbased_always_on".into());
+    let arg = || -> Result<f64, String> {
+        let raw = std::env::var("OTEL_TRACES_SAMPLER_ARG").unwrap_or_else(|_| "1".into());
+        match raw.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+            _ => Err(format!("OTEL_TRACES_SAMPLER_ARG: {raw:?} is not a ratio between 0 and 1")),
+        }
+    };
+    match sampler.trim() {
+        "always_on" | "parentbased_always_on" => Ok(1.0),
+        "always_off" | "parentbased_always_off" => Ok(0.0),
+        "traceidratio" | "parentbased_traceidratio" => arg(),
+        other => Err(format!(
+            "OTEL_TRACES_SAMPLER: {other:?} is not one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+        )),
+    }
 }
 
 impl Traces {
