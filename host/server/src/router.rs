@@ -309,19 +309,7 @@ async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &
     let timeout = shared.request_timeout;
     let kind = if msg.kind == MessageType::Notify { protos::MsgType::MsgNotify } else { protos::MsgType::MsgRequest };
     // Pitaya's client span of the RPC, in a sampled trace; its context travels in the metadata.
-    let span = if !crate::trace::in_trace() {
-        tracing::Span::none()
-    } else {
-        tracing::info_span!(
-            target: crate::trace::TARGET,
-            "NATS RPC Call",
-            otel.kind = "client",
-            span.kind = "client",
-            local.id = %frontend_id,
-            peer.serverType = %route.server_type,
-            peer.id = tracing::field::Empty,
-        )
-    };
+    let span = crate::trace::rpc_client(&frontend_id, route.server_type);
     let carrier = crate::trace::inject(&span);
     let request = protos::Request {
         r#type: protos::RpcType::Sys as i32,

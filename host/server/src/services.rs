@@ -279,19 +279,7 @@ impl Services {
         let frontend = self.cluster.server(&caller.server_id).is_some_and(|s| s.frontend);
         // Pitaya's client span of the RPC, below the guest call that makes it; its context
         // travels in the metadata.
-        let span = if !crate::trace::in_trace() {
-            tracing::Span::none()
-        } else {
-            tracing::info_span!(
-                target: crate::trace::TARGET,
-                "NATS RPC Call",
-                otel.kind = "client",
-                span.kind = "client",
-                local.id = %caller.server_id,
-                peer.serverType = %server_type,
-                peer.id = tracing::field::Empty,
-            )
-        };
+        let span = crate::trace::rpc_client(&caller.server_id, server_type);
         let carrier = crate::trace::inject(&span);
         let request = messages::encode_request(&protos::Request {
             r#type: protos::RpcType::User as i32,

@@ -44,6 +44,24 @@ pub fn in_trace() -> bool {
     !tracing::Span::current().is_disabled()
 }
 
+/// Pitaya's client span of an RPC from server `local_id` to a server of type `peer_type`
+/// (`NATS RPC Call`), below the current span of a sampled trace; none otherwise. Its `peer.id`
+/// is recorded once the server is picked.
+pub fn rpc_client(local_id: &str, peer_type: &str) -> tracing::Span {
+    if !in_trace() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: TARGET,
+        "NATS RPC Call",
+        otel.kind = "client",
+        span.kind = "client",
+        local.id = %local_id,
+        peer.serverType = %peer_type,
+        peer.id = tracing::field::Empty,
+    )
+}
+
 /// `span`'s context as the fields of `otel-span` (none when traces are off).
 pub fn inject(span: &tracing::Span) -> Vec<(String, String)> {
     if span.is_disabled() {
