@@ -39,8 +39,46 @@ pub struct Family {
     pub labels: &'static [&'static str],
 }
 
+/// One series (a family and its label values), resolved once by [`Metrics::series`] for a hot
+/// path that records into it again and again.
+pub trait Series: Send + Sync {
+    /// Adds `v` (a counter or gauge).
+    fn add(&self, v: f64);
+    /// Observes `v` (a summary or histogram).
+    fn observe(&self, v: f64);
+}
+
+/// A [`Series`], or nothing when metrics are disabled. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct SeriesHandle(Option<Arc<dyn Series>>);
+
+impl std::fmt::Debug for SeriesHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesHandle").field("enabled", &self.0.is_some()).finish()
+    }
+}
+
+impl SeriesHandle {
+    /// Adds `v` (a counter or gauge).
+    pub fn add(&self, v: f64) {
+        if let Some(s) = &self.0 {
+            s.add(v);
+        }
+    }
+
+    /// Observes `v` (a summary or histogram).
+    pub fn observe(&self, v: f64) {
+        if let Some(s) = &self.0 {
+            s.observe(v);
+        }
+    }
+}
+
 /// Where observations go: an exporter.
 pub trait Sink: Send + Sync {
+    /// The series of `family` with `labels`, to record into directly; `None` when the labels
+    /// do not fit the family (the reason is the exporter's to log).
+    fn series(&self, family: &'static Family, labels: &[&str]) -> Option<Arc<dyn Series>>;
     /// Adds `v` to a counter or gauge series.
     fn add(&self, family: &'static Family, labels: &[&str], v: f64);
     /// Sets a gauge series.
@@ -90,6 +128,11 @@ impl Metrics {
         if let Some(s) = &self.sink {
             s.add(family, labels, v);
         }
+    }
+
+    /// The series of `family` with `labels`, resolved once (see [`Series`]).
+    pub fn series(&self, family: &'static Family, labels: &[&str]) -> SeriesHandle {
+        SeriesHandle(self.sink.as_ref().and_then(|s| s.series(family, labels)))
     }
 
     /// Adds one to a counter series.

@@ -532,6 +532,9 @@ struct Worker {
     /// Untrusted mode: the instance was dropped after a call that ended well, so the next one
     /// built is a fresh instance, not a rebuild.
     fresh_next: bool,
+    /// The guest-call duration series of each route called here, resolved once (routes are
+    /// the guest's own, checked against its `describe` before a call).
+    call_series: HashMap<String, kiwano_metrics::SeriesHandle>,
 }
 
 impl Worker {
@@ -557,6 +560,7 @@ impl Worker {
             deadline_ticks,
             stopped: false,
             fresh_next: false,
+            call_series: HashMap::new(),
         }
     }
 
@@ -832,13 +836,18 @@ impl Worker {
 
     /// Records a call's duration and, for a failure that is not the guest's own error, why
     /// (`kiwano_guest_call_duration_seconds`, `kiwano_guest_failures_total`).
-    fn record<T>(&self, route: &str, took: Duration, outcome: &Result<T, CallError>) {
+    fn record<T>(&mut self, route: &str, took: Duration, outcome: &Result<T, CallError>) {
         let m = &self.config.metrics;
         if !m.enabled() {
             return;
         }
         let st = self.config.server_type.as_str();
-        m.observe(&families::GUEST_CALL, &[st, route], took.as_secs_f64());
+        if !self.call_series.contains_key(route) {
+            self.call_series.insert(route.to_owned(), m.series(&families::GUEST_CALL, &[st, route]));
+        }
+        if let Some(series) = self.call_series.get(route) {
+            series.observe(took.as_secs_f64());
+        }
         let reason = match outcome {
             Ok(_) | Err(CallError::Guest(_)) => return,
             Err(CallError::Trap(_)) => "trap",

@@ -131,7 +131,7 @@ impl Server {
             max_wasm_stack: config.runtime.max_wasm_stack,
             metrics: metrics.clone(),
         })?;
-        let sessions = Arc::new(SessionPool::with_metrics(metrics.clone()));
+        let sessions = Arc::new(SessionPool::with_metrics(&metrics));
         // Waits for NATS and etcd (logging each attempt) when the config names them.
         let cluster = Cluster::connect(&config.cluster.settings(config.groups.store))
             .await
@@ -236,6 +236,7 @@ impl Server {
             tracker: TaskTracker::new(),
             faults: Arc::default(),
             metrics: metrics.clone(),
+            inbound_capacity: metrics.series(&families::CHANNEL_CAPACITY, &["handler_chlocalprocess"]),
         });
         // The series without labels exist from the start, at zero (Kiwano pauses reading a
         // client that sends too fast rather than drop its messages: the rate-limit counter

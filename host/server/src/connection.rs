@@ -68,6 +68,9 @@ pub struct Net {
     pub faults: Arc<FaultLog>,
     /// What the process records: connected clients, sessions per frontend.
     pub metrics: kiwano_metrics::Metrics,
+    /// The free slots of a session's inbound queue as a message goes in
+    /// (`pitaya_channel_channel_capacity{channel="handler_chlocalprocess"}`).
+    pub inbound_capacity: kiwano_metrics::SeriesHandle,
 }
 
 /// What handles a connection's messages: the router of its frontend server type.
@@ -325,7 +328,7 @@ impl Connection {
                                 Next::Dispatch(m) => {
                                     self.queued_bytes += size_of(&m);
                                     let free = self.net.session.inbound_queue.saturating_sub(self.queue.len());
-                                    self.net.metrics.observe(&families::CHANNEL_CAPACITY, &["handler_chlocalprocess"], free as f64);
+                                    self.net.inbound_capacity.observe(free as f64);
                                     self.queue.push_back((m, std::time::Instant::now()));
                                 }
                                 Next::Close(reason) => return Poll::Ready(reason),

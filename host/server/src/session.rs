@@ -335,10 +335,7 @@ impl Session {
         match self.out.push(packet) {
             Ok(free) => {
                 self.bell.ring();
-                let m = &self.pool.metrics;
-                if m.enabled() {
-                    m.observe(&kiwano_metrics::families::CHANNEL_CAPACITY, &["agent_chsend"], free as f64);
-                }
+                self.pool.outgoing_capacity.observe(free as f64);
                 Ok(())
             }
             Err(Refused::Full) => {
@@ -496,8 +493,9 @@ pub struct SessionPool {
     closing: Mutex<HashMap<String, Vec<Arc<Session>>>>,
     /// What binding means in the cluster (set once, at start).
     hooks: std::sync::OnceLock<Arc<dyn BindHooks>>,
-    /// Where the sessions' queues are recorded (`pitaya_channel_channel_capacity`).
-    metrics: kiwano_metrics::Metrics,
+    /// The free slots of a session's outgoing queue as a packet goes in
+    /// (`pitaya_channel_channel_capacity{channel="agent_chsend"}`).
+    outgoing_capacity: kiwano_metrics::SeriesHandle,
 }
 
 impl std::fmt::Debug for SessionPool {
@@ -670,8 +668,9 @@ impl SessionPool {
     }
 
     /// An empty pool whose sessions' queues are recorded into `metrics`.
-    pub fn with_metrics(metrics: kiwano_metrics::Metrics) -> Self {
-        Self { metrics, ..Self::default() }
+    pub fn with_metrics(metrics: &kiwano_metrics::Metrics) -> Self {
+        let outgoing_capacity = metrics.series(&kiwano_metrics::families::CHANNEL_CAPACITY, &["agent_chsend"]);
+        Self { outgoing_capacity, ..Self::default() }
     }
 
     /// Sets what binding means in the cluster; once, before any session binds.

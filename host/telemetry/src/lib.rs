@@ -15,7 +15,7 @@ pub mod traces;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kiwano_metrics::{Family, Kind, Sink, families};
+use kiwano_metrics::{Family, Kind, Series as SeriesApi, Sink, families};
 use prometheus::{CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
 use crate::summary::SummaryVec;
@@ -92,7 +92,52 @@ impl Prometheus {
     }
 }
 
+/// A resolved series of the `prometheus` crate's types, or of a summary.
+enum Resolved {
+    Counter(prometheus::Counter),
+    Gauge(prometheus::Gauge),
+    Histogram(prometheus::Histogram),
+    Summary(Arc<SummaryVec>, Vec<String>),
+}
+
+impl SeriesApi for Resolved {
+    fn add(&self, v: f64) {
+        match self {
+            Self::Counter(c) => c.inc_by(v),
+            Self::Gauge(g) => g.add(v),
+            _ => {}
+        }
+    }
+
+    fn observe(&self, v: f64) {
+        match self {
+            Self::Histogram(h) => h.observe(v),
+            Self::Summary(s, labels) => {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                s.observe(&labels, v);
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Sink for Prometheus {
+    fn series(&self, family: &'static Family, labels: &[&str]) -> Option<Arc<dyn SeriesApi>> {
+        let resolved = match self.series.get(&key(family))? {
+            Series::Counter(c) => c.get_metric_with_label_values(labels).map(Resolved::Counter),
+            Series::Gauge(g) => g.get_metric_with_label_values(labels).map(Resolved::Gauge),
+            Series::Histogram(h) => h.get_metric_with_label_values(labels).map(Resolved::Histogram),
+            Series::Summary(s) => Ok(Resolved::Summary(s.clone(), labels.iter().map(|l| (*l).to_owned()).collect())),
+        };
+        match resolved {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::error!(metric = family.name, "metrics: {e}");
+                None
+            }
+        }
+    }
+
     fn add(&self, family: &'static Family, labels: &[&str], v: f64) {
         let r = match self.series.get(&key(family)) {
             Some(Series::Counter(c)) => c.get_metric_with_label_values(labels).map(|c| c.inc_by(v)),

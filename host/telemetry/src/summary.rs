@@ -122,9 +122,12 @@ pub struct SummaryVec {
     desc: Desc,
 }
 
+/// A hash of label values: not exposed to peers' choice of values alone (a random seed per
+/// process), and quick (foldhash).
 fn hash(labels: &[&str]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    let mut h = SEED.get_or_init(foldhash::fast::RandomState::default).build_hasher();
     labels.hash(&mut h);
     h.finish()
 }
