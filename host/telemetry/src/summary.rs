@@ -125,11 +125,9 @@ pub struct SummaryVec {
 /// A hash of label values: not exposed to peers' choice of values alone (a random seed per
 /// process), and quick (foldhash).
 fn hash(labels: &[&str]) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
-    let mut h = SEED.get_or_init(foldhash::fast::RandomState::default).build_hasher();
-    labels.hash(&mut h);
-    h.finish()
+    SEED.get_or_init(foldhash::fast::RandomState::default).hash_one(labels)
 }
 
 impl SummaryVec {
