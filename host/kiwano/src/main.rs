@@ -291,6 +291,9 @@ fn run(project: &Path, config: Config, watch: bool, rt: &tokio::runtime::Runtime
         let mut signals = Signals::new()?;
         // Starting may wait for NATS and etcd: a signal meanwhile stops the wait.
         let watched = watch.then(|| config.servers.clone());
+        // The components as they are before the server loads them: a change from here on is a
+        // new version, even one made before the watcher's first look.
+        let baseline: Vec<_> = watched.iter().flatten().map(|(_, st)| stamp(&Config::resolve(project, &st.component))).collect();
         let metrics = metrics(&config)?;
         let server = tokio::select! {
             server = Server::start_with(config, project, metrics) => server?,
@@ -299,13 +302,17 @@ fn run(project: &Path, config: Config, watch: bool, rt: &tokio::runtime::Runtime
                 return anyhow::Ok(true);
             }
         };
+        if let Some(servers) = watched {
+            let types = servers
+                .into_iter()
+                .zip(baseline)
+                .filter_map(|((name, st), seen)| Some((server.versions(&name)?, name, st, seen)))
+                .collect();
+            tokio::spawn(watch_types(project.to_owned(), types));
+        }
         let ids: Vec<String> = server.server_ids().into_values().collect();
         let listening: Vec<String> = server.acceptors().iter().map(|a| format!("{} {} {}", a.server_type, a.kind, a.address)).collect();
         tracing::info!(servers = ?ids, ?listening, "kiwano is serving; SIGINT or SIGTERM stops it");
-        if let Some(servers) = watched {
-            let types = servers.into_iter().filter_map(|(name, st)| Some((server.versions(&name)?, name, st))).collect();
-            tokio::spawn(watch_types(project.to_owned(), types));
-        }
         signals.next().await;
         // A second signal ends the process at once.
         tokio::spawn(async move {
@@ -336,8 +343,12 @@ fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
 /// `run --watch`: every second, rebuilds each server type whose sources changed (its `build`
 /// command) and hot-reloads the ones whose component file changed. A failed build (tried again
 /// once its sources change) or a refused component is logged; the running version serves on.
-async fn watch_types(project: PathBuf, types: Vec<(std::sync::Arc<kiwano_server::reload::Versions>, String, kiwano_server::config::ServerTypeConfig)>) {
-    let mut seen: Vec<_> = types.iter().map(|(_, _, st)| stamp(&Config::resolve(&project, &st.component))).collect();
+/// What `run --watch` watches of one server type: its versions, name, config and its component
+/// file's stamp when the server loaded it.
+type Watched = (std::sync::Arc<kiwano_server::reload::Versions>, String, kiwano_server::config::ServerTypeConfig, Option<(u64, std::time::SystemTime)>);
+
+async fn watch_types(project: PathBuf, types: Vec<Watched>) {
+    let (types, mut seen): (Vec<_>, Vec<_>) = types.into_iter().map(|(v, n, st, seen)| ((v, n, st), seen)).unzip();
     // The sources of a build that failed: not built again until they change.
     let mut failed: Vec<Option<String>> = vec![None; types.len()];
     tracing::info!(types = types.len(), "watching sources and components for hot reload");
