@@ -34,6 +34,13 @@ fn entries(dir: &PathBuf) -> Vec<PathBuf> {
     v
 }
 
+/// Replaces `file` with `bytes` by a rename, as every writer of the cache does.
+fn replace(file: &std::path::Path, bytes: &[u8]) {
+    let tmp = file.with_extension("corrupt");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
 #[tokio::test]
 async fn second_start_compiles_nothing_and_corrupt_entries_are_recompiled() {
     let dir = fresh_dir("restart");
@@ -49,20 +56,22 @@ async fn second_start_compiles_nothing_and_corrupt_entries_are_recompiled() {
     second.server.shutdown().await;
     assert!(logs().contains("loaded compiled component from cache"));
 
-    // Corrupt the entry: it is recompiled, and replaced by a good one.
+    // Corrupt the entry: it is recompiled, and replaced by a good one. (The bad bytes replace
+    // the file rather than overwrite it: a process that loaded the entry maps that file, and
+    // entries are never written in place.)
     let entry = entries(&dir).remove(0);
     let mut bytes = std::fs::read(&entry).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xFF;
-    std::fs::write(&entry, &bytes).unwrap();
+    replace(&entry, &bytes);
     let third = start(&dir).await;
     assert_eq!(counts(&third), (1, 0), "a corrupt entry is recompiled");
     serves(&third).await;
     third.server.shutdown().await;
     assert!(logs().contains("compiled cache entry fails its checksum: recompiling"));
 
-    // Truncated to nothing: the same.
-    std::fs::write(&entry, b"").unwrap();
+    // Emptied: the same.
+    replace(&entry, b"");
     let fourth = start(&dir).await;
     assert_eq!(counts(&fourth), (1, 0));
     fourth.server.shutdown().await;
