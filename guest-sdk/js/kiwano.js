@@ -16,7 +16,7 @@
 // the same JSON syntax errors, so a client cannot tell a JavaScript server type from a Rust one.
 //
 // Host functions are reached through `globalThis[Symbol.for('kiwano.host')]`, an object
-// `{ log, users, groups, rpc, timers }` holding the WIT interfaces of `kiwano:server`.
+// `{ log, users, groups, rpc, timers, metrics }` holding the WIT interfaces of `kiwano:server`.
 // `componentize.mjs` installs the component's imports there; `testing.js` installs an in-memory
 // host, so the same code runs under plain Node for unit tests.
 
@@ -925,6 +925,196 @@ export const log = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Metrics
+
+/** Every metric defined, in order: `Server.init` declares them all. */
+const definedMetrics = [];
+/** Metric -> [the host's metrics interface, the id it gave]: one declaration per host. */
+const declaredIds = new WeakMap();
+const METRIC_OPTIONS = ['help', 'labels', 'labelNames', 'buckets'];
+
+function labelNameList(labels) {
+  if (labels === undefined || labels === null) return [];
+  // One name is a common slip for an array of one: do not split it into characters.
+  return typeof labels === 'string' ? [labels] : Array.from(labels, String);
+}
+
+/** The id the host gave `metric`, declaring it on first use (again after `testing.reset()`). */
+function metricId(metric) {
+  const m = host().metrics;
+  const d = declaredIds.get(metric);
+  if (d !== undefined && d[0] === m) return d[1];
+  const spec = {
+    name: metric.name,
+    help: metric.help,
+    kind: metric.kind,
+    labels: [...metric.labelNames],
+    buckets: [...metric.buckets],
+  };
+  const id = hostCall(() => m.declare(spec));
+  declaredIds.set(metric, [m, id]);
+  return id;
+}
+
+/** Records `value` with the host's `op` into the series of `values` (label values in order). */
+function record(metric, op, values, value) {
+  const v = Number(value);
+  const id = metricId(metric);
+  hostCall(() => host().metrics[op](id, values, v));
+}
+
+/** Label values in declaration order: from an object by name, or an array as it is. */
+function labelValues(metric, labels) {
+  if (labels === undefined || labels === null) return [];
+  if (Array.isArray(labels)) return labels.map(String);
+  const names = metric.labelNames;
+  const keys = Object.keys(labels);
+  if (keys.length !== names.length || !keys.every((k) => names.includes(k))) {
+    throw new TypeError(`kiwano: metric ${metric.name} has labels [${names.join(', ')}]: got { ${keys.join(', ')} }`);
+  }
+  return names.map((n) => String(labels[n]));
+}
+
+/** `(labels?, value?)` as prom-client takes them: the labels first when an object (or an array
+ * of values in order; undefined or null for none), else the value. Returns [label values, value]. */
+function labelsAndValue(metric, a, b, fallback) {
+  if (a === undefined || a === null || typeof a === 'object') return [labelValues(metric, a), b === undefined ? fallback : b];
+  return [[], a];
+}
+
+class Metric {
+  constructor(kind, name, options = {}) {
+    if (typeof name !== 'string') throw new TypeError(`kiwano: a metric name is a string, not ${typeof name}`);
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError(`kiwano: metric ${name}: the options are an object: { help, labels, buckets }`);
+    }
+    for (const key of Object.keys(options)) {
+      if (!METRIC_OPTIONS.includes(key)) throw new TypeError(`kiwano: metric ${name}: unknown option ${key}`);
+    }
+    if (options.labels !== undefined && options.labelNames !== undefined) {
+      throw new TypeError(`kiwano: metric ${name}: give labels or labelNames, not both`);
+    }
+    /** `'counter'`, `'gauge'` or `'histogram'`. */
+    this.kind = kind;
+    /** The name, as declared (exported as `kiwano_guest_<name>`). */
+    this.name = name;
+    /** The `# HELP` text. */
+    this.help = options.help === undefined ? '' : String(options.help);
+    /** The label names, in order. */
+    this.labelNames = labelNameList(options.labels ?? options.labelNames);
+    /** A histogram's bucket upper bounds (empty: the host's defaults). */
+    this.buckets = options.buckets === undefined || options.buckets === null ? [] : Array.from(options.buckets, Number);
+    definedMetrics.push(this);
+  }
+
+  /** The series of these label values, in order (`labels('red')`) or by name
+   * (`labels({ color: 'red' })`), to record on. */
+  labels(...values) {
+    const one = values.length === 1 ? values[0] : undefined;
+    return this.series(one !== null && typeof one === 'object' ? labelValues(this, one) : values.map(String));
+  }
+}
+
+class Counter extends Metric {
+  constructor(name, options) {
+    super('counter', name, options);
+  }
+
+  /** Adds `value` (1 by default, at least 0): `inc()`, `inc(2)`, `inc({ color: 'red' }, 2)`. */
+  inc(labels, value) {
+    const [l, v] = labelsAndValue(this, labels, value, 1);
+    record(this, 'add', l, v);
+  }
+
+  /** @private */
+  series(values) {
+    return {
+      inc: (value = 1) => record(this, 'add', values, value),
+    };
+  }
+}
+
+class Gauge extends Metric {
+  constructor(name, options) {
+    super('gauge', name, options);
+  }
+
+  /** Sets the series to `value`: `set(3)`, `set({ mode: 'duel' }, 3)`. */
+  set(labels, value) {
+    const [l, v] = labelsAndValue(this, labels, value, undefined);
+    record(this, 'set', l, v);
+  }
+
+  /** Adds `value` (1 by default). */
+  inc(labels, value) {
+    const [l, v] = labelsAndValue(this, labels, value, 1);
+    record(this, 'add', l, v);
+  }
+
+  /** Subtracts `value` (1 by default). */
+  dec(labels, value) {
+    const [l, v] = labelsAndValue(this, labels, value, 1);
+    record(this, 'add', l, -Number(v));
+  }
+
+  /** @private */
+  series(values) {
+    return {
+      set: (value) => record(this, 'set', values, value),
+      inc: (value = 1) => record(this, 'add', values, value),
+      dec: (value = 1) => record(this, 'add', values, -Number(value)),
+    };
+  }
+}
+
+class Histogram extends Metric {
+  constructor(name, options) {
+    super('histogram', name, options);
+  }
+
+  /** Observes `value`: `observe(0.3)`, `observe({ kind: 'small' }, 3)`. */
+  observe(labels, value) {
+    const [l, v] = labelsAndValue(this, labels, value, undefined);
+    record(this, 'observe', l, v);
+  }
+
+  /** @private */
+  series(values) {
+    return {
+      observe: (value) => record(this, 'observe', values, value),
+    };
+  }
+}
+
+/** Declares every metric defined so far (`Server.init` does, before the `onInit` hook). */
+function declareMetrics() {
+  for (const m of definedMetrics) metricId(m);
+}
+
+/**
+ * A server type's own metrics, exported with the host's (`kiwano_guest_<name>`, a counter's
+ * name ending in `_total`, with the labels `server_type` and `game` added). Define them once, at
+ * module level, as prom-client does; record them anywhere:
+ *
+ *   const hits = metrics.counter('hits', { help: 'Hits by color', labels: ['color'] });
+ *   hits.inc({ color: 'red' });          // or hits.inc({ color: 'red' }, 2), hits.labels('red').inc()
+ *
+ * A metric declares itself through the host on first use and keeps its id; `Server.init` also
+ * declares every metric defined so far, so a spec the host refuses fails init with its error.
+ * The host checks names, labels and values and a recording it refuses throws its `KiwanoError`
+ * (a label object that does not name the declared labels is a `TypeError` of the SDK's own).
+ */
+export const metrics = {
+  /** A value that only goes up: `{ help, labels }`. */
+  counter: (name, options) => new Counter(name, options),
+  /** A value that goes up and down: `{ help, labels }`. */
+  gauge: (name, options) => new Gauge(name, options),
+  /** Observations counted into buckets: `{ help, labels, buckets }` (no buckets: the
+   * Prometheus defaults, 0.005 to 10). */
+  histogram: (name, options) => new Histogram(name, options),
+};
+
+// ---------------------------------------------------------------------------------------------
 // The server type
 
 function affinityOf(a) {
@@ -1092,8 +1282,10 @@ export class Server {
     };
   }
 
-  /** Runs the init hook with the WIT `init-info`. */
+  /** Declares every metric defined so far (`metrics`; a KiwanoError if the host refuses one),
+   * then runs the init hook with the WIT `init-info`. */
   init(info = {}) {
+    declareMetrics();
     if (!this.#init) return undefined;
     let config = {};
     if (typeof info.config === 'string') {

@@ -10,8 +10,10 @@
 //   alice.uid;        // 'alice' after ctx.bind('alice')
 //   alice.pushes;     // [['onMembers', '{"members":[]}'], ...]
 //
-// Importing this module installs the host (groups, uid bindings, recorded timers and log
-// records, an RPC responder) for the whole process; `reset()` clears it between tests.
+// Importing this module installs the host (groups, uid bindings, recorded timers, log records
+// and metric values, an RPC responder) for the whole process; `reset()` clears it between tests.
+// Metrics are checked as the host checks them, with its messages; `metricValue`, `histogram`
+// and `declaredMetrics` read what was recorded.
 // `MockSession` stands for a client's session: bind it with `ctx.bind(..)` (or `bindUser`) and
 // pushes to its uid are recorded on it.
 
@@ -22,7 +24,8 @@ const text = new TextDecoder();
 
 let state;
 
-/** Clears the in-memory host: users, groups, the RPC responder, timers and logs. */
+/** Clears the in-memory host: users, groups, the RPC responder, timers, logs and metrics
+ * (metrics declare themselves again on their next use, or at `server.init()`). */
 export function reset() {
   state = {
     users: new Map(),
@@ -33,7 +36,14 @@ export function reset() {
     nextTimer: 0n,
     maxTimers: 1024,
     logs: [],
+    metrics: [], // by id: { id, name, help, kind, labels, buckets }
+    metricIds: new Map(), // exported name -> { id, help, kind, labels, buckets in effect }
+    metricNames: new Map(), // every name declared -> id
+    series: new Map(), // JSON [id, label values] -> value, or { count, sum } for a histogram
+    maxMetricSeries: 1000,
   };
+  // A new interface object per reset: the SDK's metrics see a new host and declare again.
+  state.metricsHost = metricsHost(state);
 }
 reset();
 
@@ -223,6 +233,45 @@ export function logRecords() {
   return state.logs.map(([level, message, fields]) => ({ level, message, fields: Object.fromEntries(fields) }));
 }
 
+/** Caps the series recorded over all metrics, as `servers.<type>.max_metric_series` does (1000,
+ * the host's default, until changed): past it, recording a new series fails with `PIT-500`. */
+export function setMaxMetricSeries(n) {
+  state.maxMetricSeries = n;
+}
+
+/** The metrics declared so far, in the order they were first declared:
+ * `{ id, name, help, kind, labels, buckets }`. */
+export function declaredMetrics() {
+  return state.metrics.map((m) => ({ ...m, labels: [...m.labels], buckets: [...m.buckets] }));
+}
+
+function seriesOf(name, labels) {
+  const id = state.metricNames.get(name);
+  if (id === undefined) return [undefined, undefined];
+  const m = state.metrics[id];
+  let values;
+  if (labels === undefined || labels === null) values = [];
+  else if (typeof labels === 'string') values = [labels];
+  else if (Array.isArray(labels)) values = labels;
+  else values = m.labels.map((n) => labels[n]);
+  return [m, state.series.get(JSON.stringify([id, values]))];
+}
+
+/** The value of a counter's or gauge's series (`labels`: its label values in order, or an object
+ * by label name), a number; undefined if nothing was recorded there. */
+export function metricValue(name, labels) {
+  const [m, value] = seriesOf(name, labels);
+  if (m && m.kind === 'histogram') throw new TypeError(`metric ${name} is a histogram: read it with histogram()`);
+  return value;
+}
+
+/** A histogram's series: `{ count, sum }` of its observations; undefined if there were none. */
+export function histogram(name, labels) {
+  const [m, value] = seriesOf(name, labels);
+  if (m && m.kind !== 'histogram') throw new TypeError(`metric ${name} is a ${m.kind}: read it with metricValue()`);
+  return value === undefined ? undefined : { ...value };
+}
+
 function group(name) {
   const g = state.groups.get(name);
   if (!g) throw new KiwanoError('PIT-404', 'group not found');
@@ -237,6 +286,151 @@ function pushTo(route, body, uids) {
     else missed.push(uid);
   }
   return missed;
+}
+
+// The in-memory host's server type, in the messages that name one.
+const SERVER_TYPE = 'test';
+const METRIC_NAME = /^[a-z][a-z0-9_]*$/;
+const RESERVED_LABELS = ['server_type', 'game', 'le', 'quantile'];
+// A histogram's buckets when none are given (the Prometheus defaults).
+const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const OPS = { counter: ['add'], gauge: ['add', 'set'], histogram: ['observe'] };
+const utf8 = new TextEncoder();
+const byteLength = (s) => utf8.encode(s).length;
+
+/** A number as Rust's `{}` writes an f64: the shortest digits, never an exponent. */
+function rustF64(v) {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return 'inf';
+  if (v === -Infinity) return '-inf';
+  if (Object.is(v, -0)) return '-0';
+  const s = String(v);
+  const m = /^(-?)(\d)(?:\.(\d+))?e([+-]\d+)$/.exec(s);
+  if (!m) return s;
+  const [, sign, int, frac = '', exp] = m;
+  const digits = int + frac;
+  const point = 1 + Number(exp);
+  if (point <= 0) return `${sign}0.${'0'.repeat(-point)}${digits}`;
+  if (point >= digits.length) return sign + digits + '0'.repeat(point - digits.length);
+  return `${sign}${digits.slice(0, point)}.${digits.slice(point)}`;
+}
+
+function refuse(msg) {
+  return new KiwanoError('PIT-400', msg);
+}
+
+/** The exported name, which is what makes two declarations one metric. */
+function exportedName(name, kind) {
+  return kind !== 'counter' || name.endsWith('_total') ? name : `${name}_total`;
+}
+
+/** The host's checks of a spec, in its order and words (names quoted as Rust's `{:?}` does);
+ * returns the buckets in effect. */
+function checkSpec(name, help, kind, labels, buckets) {
+  const q = rustDebug(name);
+  if (!METRIC_NAME.test(name) || byteLength(name) > 64) {
+    throw refuse(`metric name ${q} must match [a-z][a-z0-9_]* and be at most 64 bytes`);
+  }
+  if (/_(bucket|count|sum)$/.test(name)) throw refuse(`metric name ${q} must not end in _bucket, _count or _sum`);
+  if (name.endsWith('_total') && kind !== 'counter') {
+    throw refuse(`metric name ${q}: only a counter's name may end in _total`);
+  }
+  if (help === '') throw refuse(`metric ${q}: help must not be empty`);
+  const n = byteLength(help);
+  if (n > 256) throw refuse(`metric ${q}: help of ${n} bytes is over 256`);
+  if (labels.length > 8) throw refuse(`metric ${q}: at most 8 labels`);
+  labels.forEach((label, i) => {
+    const ql = rustDebug(label);
+    if (!METRIC_NAME.test(label) || byteLength(label) > 64) {
+      throw refuse(`metric ${q}: label name ${ql} must match [a-z][a-z0-9_]* and be at most 64 bytes`);
+    }
+    if (RESERVED_LABELS.includes(label)) throw refuse(`metric ${q}: label name ${ql} is reserved`);
+    if (labels.indexOf(label) < i) throw refuse(`metric ${q}: label name ${ql} appears twice`);
+  });
+  if (kind !== 'histogram') {
+    if (buckets.length > 0) throw refuse(`metric ${q}: only a histogram has buckets`);
+    return [];
+  }
+  if (buckets.length === 0) return DEFAULT_BUCKETS;
+  if (buckets.length > 32 || buckets.some((b, i) => !Number.isFinite(b) || (i > 0 && buckets[i - 1] >= b))) {
+    throw refuse(`metric ${q}: buckets must be finite and increasing, at most 32`);
+  }
+  return buckets;
+}
+
+const sameList = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** The WIT interface `metrics` over one state (a new one per `reset()`). */
+function metricsHost(st) {
+  function series(id, op, labels, value) {
+    const m = st.metrics[id];
+    if (m === undefined) throw refuse(`no metric with id ${id}`);
+    const q = rustDebug(m.name);
+    if (!OPS[m.kind].includes(op)) throw refuse(`metric ${q} is a ${m.kind}: record it with ${OPS[m.kind].join(' or ')}`);
+    const values = Array.from(labels);
+    if (values.length !== m.labels.length) {
+      throw refuse(`metric ${q} has labels [${m.labels.join(', ')}]: ${values.length} values given`);
+    }
+    for (const v of values) {
+      const n = byteLength(v);
+      if (n > 128) throw refuse(`metric ${q}: a label value of ${n} bytes is over 128`);
+    }
+    if (!Number.isFinite(value)) throw refuse(`metric ${q}: the value must be finite`);
+    if (m.kind === 'counter' && value < 0) throw refuse(`metric ${q}: a counter only goes up (add ${rustF64(value)})`);
+    const key = JSON.stringify([id, values]);
+    if (!st.series.has(key)) {
+      if (st.series.size >= st.maxMetricSeries) {
+        throw new KiwanoError(
+          'PIT-500',
+          `metric series limit reached: server type ${SERVER_TYPE} records at most ${st.maxMetricSeries} series (servers.${SERVER_TYPE}.max_metric_series)`,
+        );
+      }
+      st.series.set(key, m.kind === 'histogram' ? { count: 0, sum: 0 } : 0);
+    }
+    return key;
+  }
+  return {
+    declare(spec) {
+      const { name, help, kind } = spec;
+      const labels = Array.from(spec.labels);
+      const buckets = Array.from(spec.buckets, Number);
+      const effective = checkSpec(name, help, kind, labels, buckets);
+      const exported = exportedName(name, kind);
+      const known = st.metricIds.get(exported);
+      if (known !== undefined) {
+        const same = known.help === help && known.kind === kind && sameList(known.labels, labels) && sameList(known.buckets, effective);
+        if (!same) {
+          throw refuse(
+            `metric ${rustDebug(name)} is already declared with other labels, kind, help or buckets (by server type ${SERVER_TYPE}); a changed metric needs a new name, or a restart`,
+          );
+        }
+        st.metricNames.set(name, known.id);
+        return known.id;
+      }
+      if (st.metrics.length >= 128) {
+        throw new KiwanoError('PIT-500', `metric limit reached: server type ${SERVER_TYPE} declares at most 128 metrics`);
+      }
+      const id = st.metrics.length;
+      st.metrics.push({ id, name, help, kind, labels, buckets });
+      st.metricIds.set(exported, { id, help, kind, labels, buckets: effective });
+      st.metricNames.set(name, id);
+      return id;
+    },
+    add(id, labels, value) {
+      const key = series(id, 'add', labels, value);
+      st.series.set(key, st.series.get(key) + value);
+    },
+    set(id, labels, value) {
+      const key = series(id, 'set', labels, value);
+      st.series.set(key, value);
+    },
+    observe(id, labels, value) {
+      const key = series(id, 'observe', labels, value);
+      const h = st.series.get(key);
+      h.count += 1;
+      h.sum += value;
+    },
+  };
 }
 
 /** The in-memory host, with the functions of the WIT interfaces (`kiwano:server/*`). */
@@ -304,6 +498,10 @@ export const host = {
     log(level, message, fields) {
       state.logs.push([level, message, fields.map(([k, v]) => [k, v])]);
     },
+  },
+  /** `declare`, `add`, `set`, `observe`: a new object after each `reset()`. */
+  get metrics() {
+    return state.metricsHost;
   },
 };
 

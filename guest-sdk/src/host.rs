@@ -23,6 +23,8 @@ pub(crate) trait Host {
     fn timer_start(&self, ms: u64, repeat: bool, payload: &[u8]) -> u64;
     fn timer_cancel(&self, id: u64) -> bool;
     fn log(&self, level: crate::Level, message: &str, fields: &[(String, String)]);
+    fn metric_declare(&self, spec: &crate::bindings::kiwano::server::metrics::MetricSpec) -> Result<u32, Error>;
+    fn metric_record(&self, op: metrics::Op, id: u32, labels: &[String], value: f64) -> Result<(), Error>;
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -84,6 +86,17 @@ impl Host for Wasm {
     }
     fn log(&self, level: crate::Level, message: &str, fields: &[(String, String)]) {
         crate::bindings::kiwano::server::log::log(level, message, fields)
+    }
+    fn metric_declare(&self, spec: &crate::bindings::kiwano::server::metrics::MetricSpec) -> Result<u32, Error> {
+        crate::bindings::kiwano::server::metrics::declare(spec)
+    }
+    fn metric_record(&self, op: metrics::Op, id: u32, labels: &[String], value: f64) -> Result<(), Error> {
+        use crate::bindings::kiwano::server::metrics as m;
+        match op {
+            metrics::Op::Add => m::add(id, labels, value),
+            metrics::Op::Set => m::set(id, labels, value),
+            metrics::Op::Observe => m::observe(id, labels, value),
+        }
     }
 }
 
@@ -348,5 +361,211 @@ pub mod log {
     /// An error record.
     pub fn error(message: &str) {
         log(Level::Error, message, &[]);
+    }
+}
+
+/// The guest's own metrics, exported by the host with its own at `/metrics` as
+/// `kiwano_guest_<name>` (a counter's name ends in `_total`), with the labels `server_type` and
+/// `game` added (WIT `metrics`, `kiwano:server@0.1.2`).
+///
+/// Define a metric once, as a `static`; it declares itself on first use:
+///
+/// ```
+/// use kiwano_guest::metrics::{Counter, Histogram};
+///
+/// static KILLS: Counter = Counter::new("kills", "Kills, by weapon", &["weapon"]);
+/// static ROUND: Histogram = Histogram::new("round_seconds", "Length of a round", &[], &[30.0, 60.0, 120.0, 300.0]);
+///
+/// KILLS.inc(&["axe"]).unwrap();
+/// ROUND.observe(&[], 42.0).unwrap();
+/// # use kiwano_guest::testing;
+/// assert_eq!(testing::metric("kills", &["axe"]), Some(1.0));
+/// assert_eq!(testing::histogram("round_seconds", &[]), Some((1, 42.0)));
+/// ```
+///
+/// The host checks what a metric is and what is recorded, and bounds it: at most 128 metrics and
+/// `servers.<type>.max_metric_series` series (distinct label values, 1000 by default) per server
+/// type, label values of at most 128 bytes. Its errors come back unchanged: `PIT-400` for a
+/// mistake (a bad name, a wrong number of label values, a counter going down, a metric declared
+/// again with other labels), `PIT-500` past a limit. Recordings are not held back in untrusted
+/// mode.
+pub mod metrics {
+    use super::with;
+    use crate::Error;
+    use crate::bindings::kiwano::server::metrics::{MetricKind, MetricSpec};
+
+    /// What a recording does.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Op {
+        Add,
+        Set,
+        Observe,
+    }
+
+    /// A metric's definition and, in a component, its id once declared.
+    #[derive(Debug)]
+    struct Metric {
+        kind: MetricKind,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        buckets: &'static [f64],
+        /// The id the host gave this instance. Native tests declare every time: each test
+        /// thread has its own in-memory host.
+        #[cfg(target_arch = "wasm32")]
+        id: std::sync::OnceLock<u32>,
+    }
+
+    impl Metric {
+        const fn new(kind: MetricKind, name: &'static str, help: &'static str, labels: &'static [&'static str], buckets: &'static [f64]) -> Self {
+            Self {
+                kind,
+                name,
+                help,
+                labels,
+                buckets,
+                #[cfg(target_arch = "wasm32")]
+                id: std::sync::OnceLock::new(),
+            }
+        }
+
+        fn declare(&self) -> Result<u32, Error> {
+            #[cfg(target_arch = "wasm32")]
+            if let Some(id) = self.id.get() {
+                return Ok(*id);
+            }
+            let spec = MetricSpec {
+                name: self.name.to_owned(),
+                help: self.help.to_owned(),
+                kind: self.kind,
+                labels: self.labels.iter().map(|l| (*l).to_owned()).collect(),
+                buckets: self.buckets.to_vec(),
+            };
+            let id = with(|h| h.metric_declare(&spec))?;
+            #[cfg(target_arch = "wasm32")]
+            let _ = self.id.set(id);
+            Ok(id)
+        }
+
+        fn record(&self, op: Op, labels: &[&str], value: f64) -> Result<(), Error> {
+            let id = self.declare()?;
+            let labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+            with(|h| h.metric_record(op, id, &labels, value))
+        }
+    }
+
+    /// A value that only goes up, e.g. kills or matches played.
+    #[derive(Debug)]
+    pub struct Counter(Metric);
+
+    impl Counter {
+        /// A counter named `name` (`[a-z][a-z0-9_]*`), with its help text and label names.
+        pub const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+            Self(Metric::new(MetricKind::Counter, name, help, labels, &[]))
+        }
+
+        /// Declares the counter now (it declares itself on first use otherwise), e.g. in an
+        /// `on_init` hook so that a mistake fails the instance's start.
+        ///
+        /// # Errors
+        /// The host's, unchanged.
+        pub fn declare(&self) -> Result<(), Error> {
+            self.0.declare().map(drop)
+        }
+
+        /// Adds 1 to the series of `labels` (one value per label name).
+        ///
+        /// # Errors
+        /// The host's, unchanged.
+        pub fn inc(&self, labels: &[&str]) -> Result<(), Error> {
+            self.add(labels, 1.0)
+        }
+
+        /// Adds `value` (≥ 0) to the series of `labels`.
+        ///
+        /// # Errors
+        /// The host's, unchanged.
+        pub fn add(&self, labels: &[&str], value: f64) -> Result<(), Error> {
+            self.0.record(Op::Add, labels, value)
+        }
+    }
+
+    /// A value that goes up and down, e.g. players in a room.
+    #[derive(Debug)]
+    pub struct Gauge(Metric);
+
+    impl Gauge {
+        /// A gauge named `name`, with its help text and label names.
+        pub const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+            Self(Metric::new(MetricKind::Gauge, name, help, labels, &[]))
+        }
+
+        /// Declares the gauge now.
+        ///
+        /// # Errors
+        /// The host's, unchanged.
+        pub fn declare(&self) -> Result<(), Error> {
+            self.0.declare().map(drop)
+        }
+
+        /// Sets the series of `labels` to `value`.
+        ///
+        /// # Errors
+        /// The host's, unchanged.
+        pub fn set(&self, labels: &[&str], value: f64) -> Result<(), Error> {
+            self.0.record(Op::Set, labels, value)
+        }
+
+        /// Adds `value` (may be negative) to the series of `labels`.
+        ///
+        /// # Errors
+        /// The host's, unchanged.
+        pub fn add(&self, labels: &[&str], value: f64) -> Result<(), Error> {
+            self.0.record(Op::Add, labels, value)
+        }
+
+        /// Adds 1.
+        ///
+        /// # Errors
+        /// The host's, unchanged.
+        pub fn inc(&self, labels: &[&str]) -> Result<(), Error> {
+            self.add(labels, 1.0)
+        }
+
+        /// Subtracts 1.
+        ///
+        /// # Errors
+        /// The host's, unchanged.
+        pub fn dec(&self, labels: &[&str]) -> Result<(), Error> {
+            self.add(labels, -1.0)
+        }
+    }
+
+    /// Observations counted into buckets, with their count and sum, e.g. a round's length.
+    #[derive(Debug)]
+    pub struct Histogram(Metric);
+
+    impl Histogram {
+        /// A histogram named `name`, with its help text, label names and bucket upper bounds
+        /// (increasing; empty: Prometheus's defaults, 0.005 to 10).
+        pub const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str], buckets: &'static [f64]) -> Self {
+            Self(Metric::new(MetricKind::Histogram, name, help, labels, buckets))
+        }
+
+        /// Declares the histogram now.
+        ///
+        /// # Errors
+        /// The host's, unchanged.
+        pub fn declare(&self) -> Result<(), Error> {
+            self.0.declare().map(drop)
+        }
+
+        /// Observes `value` into the series of `labels`.
+        ///
+        /// # Errors
+        /// The host's, unchanged.
+        pub fn observe(&self, labels: &[&str], value: f64) -> Result<(), Error> {
+            self.0.record(Op::Observe, labels, value)
+        }
     }
 }

@@ -64,7 +64,7 @@
 //! ```
 //!
 //! Host functions are plain calls: [`Context`] for the session of the call, [`users`] (push and
-//! kick by uid), [`groups`], [`rpc`], [`timers`] and [`log`]. Errors carry a Pitaya code, a
+//! kick by uid), [`groups`], [`rpc`], [`timers`], [`log`] and [`metrics`]. Errors carry a Pitaya code, a
 //! message and metadata ([`Error`]); a host error can be returned to the client with `?`.
 
 mod context;
@@ -88,7 +88,7 @@ pub use bindings::exports::kiwano::server::guest::Guest;
 pub use bindings::kiwano::server::context::CallContext;
 pub use bindings::kiwano::server::types::{Affinity, Description, Error, Handler, HandlerKind, InitInfo, Level};
 pub use context::Context;
-pub use host::{groups, log, rpc, timers, users};
+pub use host::{groups, log, metrics, rpc, timers, users};
 pub use server::Server;
 
 #[doc(hidden)]

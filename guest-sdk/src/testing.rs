@@ -1,15 +1,17 @@
 #![cfg_attr(target_arch = "wasm32", allow(dead_code))]
 //! An in-memory host, so a guest's logic runs in a plain `cargo test` (native target).
 //!
-//! Each test thread has its own host: groups, uid bindings, recorded timers and log records,
-//! and an RPC responder. [`MockSession`] stands for a client's session; bind it with
+//! Each test thread has its own host: groups, uid bindings, recorded timers, log records and
+//! metrics ([`metric`], [`histogram`]), and an RPC responder. [`MockSession`] stands for a client's session; bind it with
 //! `ctx.bind(..)` (or [`bind_user`]) and pushes to its uid are recorded on it.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+use crate::bindings::kiwano::server::metrics::{MetricKind, MetricSpec};
 use crate::host::Host;
+use crate::host::metrics::Op;
 use crate::{Error, Level};
 
 #[derive(Default)]
@@ -158,7 +160,12 @@ struct Mock {
     timers: Vec<MockTimer>,
     next_timer: u64,
     logs: Vec<(Level, String)>,
+    /// Declared metrics by id, with their series.
+    metrics: Vec<(MetricSpec, MockSeries)>,
 }
+
+/// A mock metric's series: label values → (observations, value or sum).
+type MockSeries = BTreeMap<Vec<String>, (u64, f64)>;
 
 thread_local! {
     static MOCK: RefCell<Mock> = RefCell::default();
@@ -337,5 +344,103 @@ impl Host for MockHost {
 
     fn log(&self, level: Level, message: &str, _fields: &[(String, String)]) {
         state(|m| m.logs.push((level, message.to_owned())));
+    }
+
+    fn metric_declare(&self, spec: &MetricSpec) -> Result<u32, Error> {
+        let name = &spec.name;
+        let valid = |s: &str| s.len() <= 64 && s.starts_with(|c: char| c.is_ascii_lowercase()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid(name) {
+            return Err(Error::bad_request(format!("metric name {name:?} must match [a-z][a-z0-9_]* and be at most 64 bytes")));
+        }
+        if let Some(l) = spec.labels.iter().find(|l| !valid(l)) {
+            return Err(Error::bad_request(format!("metric {name:?}: label name {l:?} must match [a-z][a-z0-9_]* and be at most 64 bytes")));
+        }
+        state(|m| {
+            if let Some(i) = m.metrics.iter().position(|(s, _)| s.name == *name) {
+                let same = m.metrics[i].0.kind == spec.kind && m.metrics[i].0.labels == spec.labels;
+                return if same { Ok(i as u32) } else { Err(Error::bad_request(format!("metric {name:?} is already declared with other labels, kind, help or buckets"))) };
+            }
+            m.metrics.push((spec.clone(), BTreeMap::new()));
+            Ok(m.metrics.len() as u32 - 1)
+        })
+    }
+
+    fn metric_record(&self, op: Op, id: u32, labels: &[String], value: f64) -> Result<(), Error> {
+        state(|m| {
+            let Some((spec, series)) = m.metrics.get_mut(id as usize) else { return Err(Error::bad_request(format!("no metric with id {id}"))) };
+            let name = &spec.name;
+            let (kind, how) = match spec.kind {
+                MetricKind::Counter => ("counter", "add"),
+                MetricKind::Gauge => ("gauge", "add or set"),
+                MetricKind::Histogram => ("histogram", "observe"),
+            };
+            let fits = matches!((spec.kind, op), (MetricKind::Counter, Op::Add) | (MetricKind::Gauge, Op::Add | Op::Set) | (MetricKind::Histogram, Op::Observe));
+            if !fits {
+                return Err(Error::bad_request(format!("metric {name:?} is a {kind}: record it with {how}")));
+            }
+            if labels.len() != spec.labels.len() {
+                return Err(Error::bad_request(format!("metric {name:?} has labels [{}]: {} values given", spec.labels.join(", "), labels.len())));
+            }
+            if !value.is_finite() {
+                return Err(Error::bad_request(format!("metric {name:?}: the value must be finite")));
+            }
+            if spec.kind == MetricKind::Counter && value < 0.0 {
+                return Err(Error::bad_request(format!("metric {name:?}: a counter only goes up (add {value})")));
+            }
+            let v = series.entry(labels.to_vec()).or_default();
+            match op {
+                Op::Add => v.1 += value,
+                Op::Set => v.1 = value,
+                Op::Observe => *v = (v.0 + 1, v.1 + value),
+            }
+            Ok(())
+        })
+    }
+}
+
+fn metric_series(name: &str, labels: &[&str]) -> Option<(MetricKind, (u64, f64))> {
+    let labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+    state(|m| m.metrics.iter().find(|(s, _)| s.name == name).and_then(|(s, series)| series.get(&labels).map(|v| (s.kind, *v))))
+}
+
+/// The value of a counter or gauge series (`name` as declared, one value per label name), if
+/// it was recorded.
+pub fn metric(name: &str, labels: &[&str]) -> Option<f64> {
+    metric_series(name, labels).filter(|(k, _)| *k != MetricKind::Histogram).map(|(_, v)| v.1)
+}
+
+/// The count and sum of a histogram series, if it was observed.
+pub fn histogram(name: &str, labels: &[&str]) -> Option<(u64, f64)> {
+    metric_series(name, labels).filter(|(k, _)| *k == MetricKind::Histogram).map(|(_, v)| v)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::metrics::{Counter, Gauge, Histogram};
+
+    static HITS: Counter = Counter::new("hits", "Hits by color", &["color"]);
+    static LEVEL: Gauge = Gauge::new("level", "Level", &[]);
+    static SIZE: Histogram = Histogram::new("size", "Sizes", &["kind"], &[1.0, 10.0]);
+
+    #[test]
+    fn metrics_record_into_the_in_memory_host_with_the_hosts_checks() {
+        super::reset();
+        HITS.add(&["red"], 2.0).unwrap();
+        HITS.inc(&["red"]).unwrap();
+        LEVEL.set(&[], 7.5).unwrap();
+        LEVEL.dec(&[]).unwrap();
+        SIZE.observe(&["small"], 5.0).unwrap();
+        SIZE.observe(&["small"], 2.0).unwrap();
+        assert_eq!(super::metric("hits", &["red"]), Some(3.0));
+        assert_eq!(super::metric("hits", &["blue"]), None);
+        assert_eq!(super::metric("level", &[]), Some(6.5));
+        assert_eq!(super::histogram("size", &["small"]), Some((2, 7.0)));
+        let e = HITS.add(&["red"], -1.0).unwrap_err();
+        assert_eq!((e.code.as_str(), e.msg.as_str()), ("PIT-400", r#"metric "hits": a counter only goes up (add -1)"#));
+        let e = HITS.inc(&["red", "x"]).unwrap_err();
+        assert_eq!(e.msg, r#"metric "hits" has labels [color]: 2 values given"#);
+        static BAD: Counter = Counter::new("Bad", "b", &[]);
+        assert_eq!(BAD.declare().unwrap_err().msg, r#"metric name "Bad" must match [a-z][a-z0-9_]* and be at most 64 bytes"#);
     }
 }

@@ -382,6 +382,12 @@ pub async fn start_test_project(name: &str) -> Server {
 /// Builds and starts the project in `project` (its guests built if needed), every acceptor on
 /// a free loopback port, with config overrides given as `KIWANO_*` variables would be.
 pub async fn start_project_with(project: &Path, overrides: &[(&str, &str)]) -> Server {
+    start_project_metrics(project, overrides, false).await.0
+}
+
+/// [`start_project_with`], recording metrics as the binary does when `metrics` is true: the
+/// handle renders what `/metrics` would serve.
+pub async fn start_project_metrics(project: &Path, overrides: &[(&str, &str)], metrics: bool) -> (Server, kiwano_metrics::Metrics) {
     init_logs();
     let text = std::fs::read_to_string(project.join("kiwano.toml")).expect("example config");
     let env = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
@@ -395,5 +401,12 @@ pub async fn start_project_with(project: &Path, overrides: &[(&str, &str)]) -> S
         config.app.http = "127.0.0.1:0".into();
     }
     kiwano_server::project::build_all(project, &config).expect("project builds");
-    Server::start(config, project).await.expect("project starts")
+    let handle = if metrics {
+        let sink = kiwano_telemetry::Prometheus::new(&config.metric_labels()).expect("metrics");
+        kiwano_metrics::Metrics::new(Arc::new(sink))
+    } else {
+        kiwano_metrics::Metrics::disabled()
+    };
+    let server = Server::start_with(config, project, handle.clone()).await.expect("project starts");
+    (server, handle)
 }

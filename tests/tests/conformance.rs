@@ -77,9 +77,10 @@ impl Player {
     }
 }
 
-/// Plays the script against the build in `tests/conformance/<lang>`; returns the transcript.
-async fn script(lang: &str) -> Vec<String> {
-    let server = start_project_with(&root().join("tests/conformance").join(lang), &[]).await;
+/// Plays the script against the build in `tests/conformance/<lang>`; returns the transcript and
+/// the guest's metrics as `/metrics` shows them.
+async fn script(lang: &str) -> (Vec<String>, Vec<String>) {
+    let (server, metrics) = start_project_metrics(&root().join("tests/conformance").join(lang), &[], true).await;
     let log = &mut Vec::new();
     let mut alice = Player::join(&server, "alice").await;
     let mut bob = Player::join(&server, "bob").await;
@@ -115,6 +116,18 @@ async fn script(lang: &str) -> Vec<String> {
     alice.request(log, "conf.conf.members", json!({"group": "nope"})).await;
     carol.request(log, "conf.conf.leave", json!({"group": "lobby"})).await;
     carol.request(log, "conf.conf.leave", json!({"group": "lobby"})).await;
+    // The guest's metrics (`max_metric_series = 3`).
+    for (labels, metric, value) in [
+        (json!(["red"]), "hits", json!(2)),
+        (json!(["red"]), "hits", json!(1)),
+        (json!(["blue"]), "hits", json!(-1)),
+        (json!([]), "level", json!(7.5)),
+        (json!(["a", "b"]), "hits", json!(1)),
+        (json!(["small"]), "size", json!(5)),
+        (json!(["green"]), "hits", json!(1)),
+    ] {
+        carol.request(log, "conf.conf.metric", json!({"labels": labels, "metric": metric, "value": value})).await;
+    }
     // Users, RPC, timers.
     alice.request(log, "conf.conf.users", json!({"body": {"hey": true}, "route": "onUsers", "uids": ["bob", "ghost"]})).await;
     bob.push(log).await;
@@ -132,13 +145,15 @@ async fn script(lang: &str) -> Vec<String> {
     log.push("alice -> conf.conf.kick {}".into());
     alice.client.send_request("conf.conf.kick", b"{}").await.expect("sends");
     alice.end(log).await;
+    let (_, text) = metrics.render().expect("metrics enabled");
     server.shutdown().await;
-    log.clone()
+    let guest_series = text.lines().filter(|l| l.starts_with("kiwano_guest_conf_")).map(str::to_owned).collect();
+    (log.clone(), guest_series)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_python_and_javascript_builds_put_the_same_bytes_on_the_wire() {
-    let rust = script("rust").await;
+    let (rust, rust_metrics) = script("rust").await;
     // What a client sees, checked on the Rust build (the others must equal it).
     for line in [
         r#"alice <- response #1: {"echo":{"list":[1,2,{"none":null}],"n":-3,"s":"hé \"quoted\" ✓"}}"#,
@@ -156,6 +171,12 @@ async fn rust_python_and_javascript_builds_put_the_same_bytes_on_the_wire() {
         r#"alice <- response #16 (error): {"code":"PIT-404","msg":"group not found"}"#,
         r#"carol <- response #3: {"group":"lobby","contains":false}"#,
         r#"carol <- response #4 (error): {"code":"PIT-404","msg":"member not found in the group"}"#,
+        r#"carol <- response #5: {"recorded":"hits"}"#,
+        r#"carol <- response #7 (error): {"code":"PIT-400","msg":"metric \"conf_hits\": a counter only goes up (add -1)"}"#,
+        r#"carol <- response #8: {"recorded":"level"}"#,
+        r#"carol <- response #9 (error): {"code":"PIT-400","msg":"metric \"conf_hits\" has labels [color]: 2 values given"}"#,
+        r#"carol <- response #10: {"recorded":"size"}"#,
+        r#"carol <- response #11 (error): {"code":"PIT-500","msg":"metric series limit reached: server type conf records at most 3 series (servers.conf.max_metric_series)"}"#,
         r#"alice <- response #17: {"missed":["ghost"]}"#,
         r#"bob <- push onUsers: {"hey":true}"#,
         r#"alice <- response #18: {"remote":{"sum":42}}"#,
@@ -169,8 +190,22 @@ async fn rust_python_and_javascript_builds_put_the_same_bytes_on_the_wire() {
     ] {
         assert!(rust.iter().any(|l| l == line), "the Rust build's transcript lacks {line:?}:\n{}", rust.join("\n"));
     }
+    // The metrics as Prometheus scrapes them: the series the calls recorded, none of those
+    // refused.
+    let series = [
+        r#"kiwano_guest_conf_hits_total{color="red",game="",server_type="conf"} 3"#,
+        r#"kiwano_guest_conf_level{game="",server_type="conf"} 7.5"#,
+        r#"kiwano_guest_conf_size_bucket{game="",kind="small",server_type="conf",le="1"} 0"#,
+        r#"kiwano_guest_conf_size_bucket{game="",kind="small",server_type="conf",le="10"} 1"#,
+        r#"kiwano_guest_conf_size_bucket{game="",kind="small",server_type="conf",le="100"} 1"#,
+        r#"kiwano_guest_conf_size_bucket{game="",kind="small",server_type="conf",le="+Inf"} 1"#,
+        r#"kiwano_guest_conf_size_sum{game="",kind="small",server_type="conf"} 5"#,
+        r#"kiwano_guest_conf_size_count{game="",kind="small",server_type="conf"} 1"#,
+    ];
+    assert_eq!(rust_metrics, series, "the Rust build's metrics");
     for lang in ["python", "js"] {
-        let other = script(lang).await;
+        let (other, other_metrics) = script(lang).await;
+        assert_eq!(other_metrics, series, "the {lang} build's metrics");
         for (i, (r, o)) in rust.iter().zip(&other).enumerate() {
             assert_eq!(r, o, "{lang} differs from rust at line {i}:\n{}", other.join("\n"));
         }

@@ -75,7 +75,13 @@ async fn run_sh_starts_a_cluster_and_stops_it_whole() {
         assert!(line(&id).ends_with(&format!("http {addr}")), "{summary:?}");
         let metrics = http_request(addr, "GET", "/metrics").await;
         assert_eq!(metrics.status, 200, "{id}");
-        assert!(metrics.text().contains(&format!("serverType=\"{}\"", t["labels"]["server_type"].as_str().unwrap_or_default())), "{id}");
+        let text = metrics.text();
+        assert!(text.contains(&format!("serverType=\"{}\"", t["labels"]["server_type"].as_str().unwrap_or_default())), "{id}");
+        // Connected to the cluster's NATS and etcd.
+        for family in ["kiwano_nats_connected", "kiwano_etcd_connected"] {
+            let up = text.lines().find(|l| l.starts_with(&format!("{family}{{"))).and_then(|l| l.rsplit(' ').next());
+            assert_eq!(up, Some("1"), "{id} {family}: {text}");
+        }
         assert_eq!(http_request(addr, "GET", "/readyz").await.text(), "ready\n", "{id}");
         ids.push(id);
     }

@@ -9,7 +9,7 @@ use kiwano_tests::*;
 async fn server() -> TestServer {
     TestServer::with(TestConfig {
         extra: "[app]\nhttp = \"127.0.0.1:0\"\n[metrics]\ngame = \"tests\"\n".into(),
-        testbed: "instances = 1".into(),
+        testbed: "instances = 1\nmax_metric_series = 3".into(),
         metrics: true,
         ..Default::default()
     })
@@ -58,6 +58,16 @@ async fn pitaya_and_kiwano_metrics_move_with_the_traffic() {
     assert!(b.request("test.error", b"").await.unwrap().error);
     assert!(b.request("test.trap", b"").await.unwrap().error);
     assert!(b.request("test.nope", b"").await.unwrap().error);
+    // The guest's own metrics: two series of a counter, a histogram; then one series too many
+    // (`max_metric_series = 3`): an error, and nothing new in the registry.
+    for kind in ["small", "small", "large"] {
+        assert_eq!(&a.request("test.metric", kind.as_bytes()).await.unwrap().data[..], b"counted");
+    }
+    let over = a.request("test.metric", b"third").await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&over.data),
+        r#"{"code":"PIT-500","msg":"metric series limit reached: server type testbed records at most 3 series (servers.testbed.max_metric_series)"}"#
+    );
 
     let text = scrape(&s).await;
     let rt = |route: &str, status: &str, code: &str, suffix: &str| {
@@ -87,8 +97,8 @@ async fn pitaya_and_kiwano_metrics_move_with_the_traffic() {
     // 100 packets, empty each time: one request at a time). Pitaya creates this histogram and
     // forgets to register it.
     let chsend = [("channel", "agent_chsend")];
-    assert_eq!(value(&text, "pitaya_channel_channel_capacity_count", &chsend), Some(10.0), "{text}");
-    assert_eq!(value(&text, "pitaya_channel_channel_capacity_sum", &chsend), Some(1000.0), "{text}");
+    assert_eq!(value(&text, "pitaya_channel_channel_capacity_count", &chsend), Some(14.0), "{text}");
+    assert_eq!(value(&text, "pitaya_channel_channel_capacity_sum", &chsend), Some(1400.0), "{text}");
     // Kiwano's own: guest calls, the trap and the instance rebuilt after it.
     let call = [("route", "test.echo"), ("server_type", "testbed")];
     assert_eq!(value(&text, "kiwano_guest_call_duration_seconds_count", &call), Some(7.0));
@@ -96,6 +106,17 @@ async fn pitaya_and_kiwano_metrics_move_with_the_traffic() {
     assert_eq!(value(&text, "kiwano_instances_created_total", &[("why", "rebuild"), ("server_type", "testbed")]), Some(1.0));
     assert_eq!(value(&text, "kiwano_component_version", &[("server_type", "testbed")]), Some(1.0));
     assert_eq!(value(&text, "kiwano_sessions", &[("frontend", "testbed")]), Some(2.0));
+    let requests = |kind: &str| value(&text, "kiwano_guest_testbed_requests_total", &[("kind", kind), ("server_type", "testbed")]);
+    assert_eq!((requests("small"), requests("large"), requests("third")), (Some(2.0), Some(1.0), None), "{text}");
+    let payload = |suffix: &str, le: Option<&str>| {
+        let mut labels = vec![("server_type", "testbed")];
+        labels.extend(le.map(|le| ("le", le)));
+        value(&text, &format!("kiwano_guest_testbed_payload_bytes{suffix}"), &labels)
+    };
+    assert_eq!(payload("_bucket", Some("4")), Some(0.0));
+    assert_eq!(payload("_bucket", Some("64")), Some(3.0));
+    assert_eq!((payload("_count", None), payload("_sum", None)), (Some(3.0), Some(15.0)));
+    assert!(text.contains("# HELP kiwano_guest_testbed_requests_total test.metric requests, by kind\n# TYPE kiwano_guest_testbed_requests_total counter"), "{text}");
 
     // A client leaves: the gauge goes down.
     drop(a);

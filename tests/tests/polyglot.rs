@@ -127,3 +127,22 @@ async fn a_javascript_guest_near_its_memory_limit_is_replaced_between_calls() {
     }
     assert!(!logs().contains("ran out of memory"), "a call failed for memory");
 }
+
+/// A guest built against an earlier contract (`kiwano:server@0.1.1`, a frozen copy of its WIT,
+/// raw bindings, no SDK) runs on this host unchanged: every change to the contract since was
+/// additive (`metrics` in 0.1.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_of_the_0_1_1_contract_runs_unchanged() {
+    let s = TestServer::with(TestConfig {
+        server_type: "old".into(),
+        component: Some(guest("contract-0-1-1-guest")),
+        testbed: "instances = 1".into(),
+        extra: "[protocol]\ncompression = false".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut c = s.client(Transport::Tcp).await;
+    let r = c.request("old.echo", b"hello").await.unwrap();
+    assert_eq!((r.error, String::from_utf8_lossy(&r.data).into_owned()), (false, "- hello".to_owned()));
+    s.server.shutdown().await;
+}

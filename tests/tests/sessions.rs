@@ -94,8 +94,9 @@ async fn push_reaches_the_session_before_the_response() {
 #[tokio::test]
 async fn a_client_that_does_not_read_is_disconnected() {
     let s = TestServer::with(TestConfig {
-        extra: "[protocol]\ncompression = false\n[session]\noutgoing_queue = 4\nwrite_timeout = \"30s\"".into(),
+        extra: "[app]\nhttp = \"127.0.0.1:0\"\n[protocol]\ncompression = false\n[session]\noutgoing_queue = 4\nwrite_timeout = \"30s\"".into(),
         testbed: "instances = 2\nmax_response = 2000000".into(),
+        metrics: true,
         ..Default::default()
     })
     .await;
@@ -120,6 +121,14 @@ async fn a_client_that_does_not_read_is_disconnected() {
     assert!(drained.is_ok(), "slow client's connection still open");
     assert!(got < 40_000_000, "it did not receive everything ({got} bytes)");
     assert_eq!(&other.request("test.echo", b"fine").await.unwrap().data[..], b"fine");
+    // Counted: the packet its full queue refused.
+    let metrics = http_request(s.server.http_address().expect("http"), "GET", "/metrics").await.text();
+    let dropped = |reason: &str| {
+        let series = format!("kiwano_outgoing_dropped_total{{game=\"\",reason=\"{reason}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.parse::<f64>().ok())
+    };
+    assert!(dropped("full").is_some_and(|n| n >= 1.0), "{metrics}");
+    assert_eq!(dropped("too_large"), Some(0.0), "{metrics}");
 }
 
 #[tokio::test]

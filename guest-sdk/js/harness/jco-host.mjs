@@ -27,3 +27,10 @@ export class CallContext {
 export const context = { CallContext };
 export const types = {};
 export const { log, users, groups, rpc, timers } = host;
+/** The metrics of the current in-memory state (`reset()` replaces it). */
+export const metrics = {
+  declare: (spec) => host.metrics.declare(spec),
+  add: (id, labels, value) => host.metrics.add(id, labels, value),
+  set: (id, labels, value) => host.metrics.set(id, labels, value),
+  observe: (id, labels, value) => host.metrics.observe(id, labels, value),
+};

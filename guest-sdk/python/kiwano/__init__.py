@@ -27,12 +27,13 @@ host with one line; componentize-py builds the module into a WebAssembly compone
     Guest = server.guest()
 
 Host functions are plain calls: `Context` for the session of the call, `users` (push and kick
-by uid), `groups`, `rpc`, `timers` and `log`. Failures are `kiwano.Error` (code, message,
-metadata); one raised by a handler reaches the client unchanged. `kiwano.testing` runs the same
-handlers under plain `python3`, against an in-memory host.
+by uid), `groups`, `rpc`, `timers`, `log`, and `metrics` (counters, gauges and histograms).
+Failures are `kiwano.Error` (code, message, metadata); one raised by a handler reaches the
+client unchanged. `kiwano.testing` runs the same handlers under plain `python3`, against an
+in-memory host.
 """
 
-from . import groups, log, rpc, timers, users
+from . import groups, log, metrics, rpc, timers, users
 from ._context import Context
 from ._error import Error
 from ._json import dumps as json_dumps
@@ -50,6 +51,7 @@ __all__ = [
     "rpc",
     "timers",
     "log",
+    "metrics",
     "json_dumps",
     "json_loads",
 ]

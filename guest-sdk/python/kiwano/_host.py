@@ -14,6 +14,7 @@ try:
     from wit_world import exports as wit_exports
     from wit_world.imports import groups as _groups
     from wit_world.imports import log as _log
+    from wit_world.imports import metrics as _metrics
     from wit_world.imports import rpc as _rpc
     from wit_world.imports import timers as _timers
     from wit_world.imports import types as wit_types
@@ -103,6 +104,18 @@ class _Wit:
     def log(self, level, message, fields):
         _log.log(_LEVELS[level], message, fields)
 
+    def metric_declare(self, name, help, kind, labels, buckets):
+        return call(_metrics.declare, _metrics.MetricSpec(name, help, _KINDS[kind], labels, buckets))
+
+    def metric_add(self, id, labels, value):
+        call(_metrics.add, id, labels, value)
+
+    def metric_set(self, id, labels, value):
+        call(_metrics.set, id, labels, value)
+
+    def metric_observe(self, id, labels, value):
+        call(_metrics.observe, id, labels, value)
+
 
 if IN_COMPONENT:
     _LEVELS = {
@@ -111,6 +124,11 @@ if IN_COMPONENT:
         "info": wit_types.Level.INFO,
         "warn": wit_types.Level.WARN,
         "error": wit_types.Level.ERROR,
+    }
+    _KINDS = {
+        "counter": _metrics.MetricKind.COUNTER,
+        "gauge": _metrics.MetricKind.GAUGE,
+        "histogram": _metrics.MetricKind.HISTOGRAM,
     }
     _current = _Wit()
 else:

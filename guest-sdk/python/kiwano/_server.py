@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from . import _host, _json
+from . import _host, _json, metrics
 from ._context import Context
 from ._error import Error
 
@@ -197,7 +197,9 @@ class Server:
         )
 
     def init(self, info=None):
-        """Runs the init hook (with a test `InitInfo` when `info` is None)."""
+        """Declares every metric defined so far (`kiwano.metrics`; the host's error if it refuses
+        one), then runs the init hook (with a test `InitInfo` when `info` is None)."""
+        metrics._declare_all()
         if self._init is not None:
             self._init(info if info is not None else InitInfo())
 

@@ -1,8 +1,8 @@
 """An in-memory host, so a server's handlers run under plain `python3` (unittest, pytest...).
 
-Importing this module routes every host call (`users`, `groups`, `rpc`, `timers`, `log`) to a
-host held in memory by this process: groups, uid bindings, recorded timers and log records, and
-an RPC responder. `MockSession` stands for a client's session; `Context(session)` (or
+Importing this module routes every host call (`users`, `groups`, `rpc`, `timers`, `log`,
+`metrics`) to a host held in memory by this process: groups, uid bindings, recorded timers, log
+records and metric values, and an RPC responder. `MockSession` stands for a client's session; `Context(session)` (or
 `session.context()`) is the call context of a message from it, and `server.call(session, ...)`
 runs a handler for it::
 
@@ -18,9 +18,18 @@ runs a handler for it::
 Binding a session (`ctx.bind(uid)` or `bind_user(uid, session)`) routes pushes and kicks for the
 uid to it; a session that held the uid before is marked `displaced`, as on the host when a player
 reconnects.
+
+Metrics are checked as the host checks them, with its messages (`metric_value`, `histogram` and
+`declared_metrics` read what was recorded)::
+
+    assert testing.metric_value("hits", ("red",)) == 2.0
+    assert testing.histogram("size", ("small",)) == (1, 3.0)
 """
 
 import dataclasses
+import math
+import re
+from decimal import Decimal
 
 from . import _host, _json
 from ._error import Error
@@ -39,12 +48,34 @@ __all__ = [
     "groups",
     "logs",
     "log_records",
+    "MockMetric",
+    "declared_metrics",
+    "metric_value",
+    "histogram",
+    "set_max_metric_series",
 ]
 
 
 def _debug_str(s):
-    # Rust's `{:?}` of a string, as the host words "already bound" errors.
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # Rust's `{:?}` of a string, as the host words "already bound" errors and names metrics.
+    out = []
+    for ch in s:
+        c = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif c == 0:
+            out.append("\\0")
+        elif c < 0x20 or c == 0x7F:
+            out.append(f"\\u{{{c:x}}}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 class MockSession:
@@ -168,6 +199,86 @@ class MockTimer:
     payload: bytes
 
 
+@dataclasses.dataclass
+class MockMetric:
+    """A metric declared to the in-memory host."""
+
+    #: The id the host gave it (the same for every declaration of the name).
+    id: int
+    #: Its name, as declared (not the exported `kiwano_guest_..`).
+    name: str
+    #: Its help text.
+    help: str
+    #: `"counter"`, `"gauge"` or `"histogram"`.
+    kind: str
+    #: Its label names.
+    labels: tuple
+    #: A histogram's bucket bounds, as declared.
+    buckets: tuple
+
+
+# The in-memory host's server type, in the messages that name one.
+_SERVER_TYPE = "test"
+_METRIC_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_RESERVED_LABELS = ("server_type", "game", "le", "quantile")
+# A histogram's buckets when none are given (the Prometheus defaults).
+_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_OPS = {"counter": ("add",), "gauge": ("add", "set"), "histogram": ("observe",)}
+
+
+def _rust_f64(v):
+    """A float as Rust's `{}` writes it: the shortest digits, never an exponent (`-1`, `-0.5`,
+    `0.0000001`)."""
+    if v != v:
+        return "NaN"
+    if v in (math.inf, -math.inf):
+        return "inf" if v > 0 else "-inf"
+    text = format(Decimal(repr(v)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _exported(name, kind):
+    """The exported name, which is what makes two declarations one metric."""
+    return name if kind != "counter" or name.endswith("_total") else name + "_total"
+
+
+def _check_spec(name, help, kind, labels, buckets):
+    """The host's checks of a spec, in its order and words (`{:?}` names quoted as Rust does)."""
+    q = _debug_str(name)
+    if not _METRIC_NAME.match(name) or len(name.encode("utf-8")) > 64:
+        raise Error("PIT-400", f"metric name {q} must match [a-z][a-z0-9_]* and be at most 64 bytes")
+    if name.endswith(("_bucket", "_count", "_sum")):
+        raise Error("PIT-400", f"metric name {q} must not end in _bucket, _count or _sum")
+    if name.endswith("_total") and kind != "counter":
+        raise Error("PIT-400", f"metric name {q}: only a counter's name may end in _total")
+    if not help:
+        raise Error("PIT-400", f"metric {q}: help must not be empty")
+    n = len(help.encode("utf-8"))
+    if n > 256:
+        raise Error("PIT-400", f"metric {q}: help of {n} bytes is over 256")
+    if len(labels) > 8:
+        raise Error("PIT-400", f"metric {q}: at most 8 labels")
+    for i, label in enumerate(labels):
+        ql = _debug_str(label)
+        if not _METRIC_NAME.match(label) or len(label.encode("utf-8")) > 64:
+            raise Error("PIT-400", f"metric {q}: label name {ql} must match [a-z][a-z0-9_]* and be at most 64 bytes")
+        if label in _RESERVED_LABELS:
+            raise Error("PIT-400", f"metric {q}: label name {ql} is reserved")
+        if label in labels[:i]:
+            raise Error("PIT-400", f"metric {q}: label name {ql} appears twice")
+    if kind != "histogram":
+        if buckets:
+            raise Error("PIT-400", f"metric {q}: only a histogram has buckets")
+        return ()
+    if not buckets:
+        return _DEFAULT_BUCKETS
+    if len(buckets) > 32 or any(not math.isfinite(b) for b in buckets) or any(a >= b for a, b in zip(buckets, buckets[1:])):
+        raise Error("PIT-400", f"metric {q}: buckets must be finite and increasing, at most 32")
+    return buckets
+
+
 class _MockHost:
     def __init__(self):
         self.users = {}
@@ -178,6 +289,11 @@ class _MockHost:
         self.max_timers = None
         self.next_timer = 0
         self.logs = []
+        self.metrics = []  # MockMetric, by id
+        self.metric_ids = {}  # exported name -> (id, help, kind, labels, buckets in effect)
+        self.metric_names = {}  # every name declared -> id
+        self.series = {}  # (id, label values) -> value, or [count, sum] for a histogram
+        self.max_metric_series = 1000
 
     def _group(self, name):
         g = self.groups.get(name)
@@ -268,6 +384,70 @@ class _MockHost:
     def log(self, level, message, fields):
         self.logs.append((level, message, dict(fields)))
 
+    def metric_declare(self, name, help, kind, labels, buckets):
+        labels, buckets = tuple(labels), tuple(float(b) for b in buckets)
+        effective = _check_spec(name, help, kind, labels, buckets)
+        exported = _exported(name, kind)
+        known = self.metric_ids.get(exported)
+        if known is not None:
+            if known[1:] != (help, kind, labels, effective):
+                raise Error(
+                    "PIT-400",
+                    f"metric {_debug_str(name)} is already declared with other labels, kind, help or buckets "
+                    f"(by server type {_SERVER_TYPE}); a changed metric needs a new name, or a restart",
+                )
+            self.metric_names[name] = known[0]
+            return known[0]
+        if len(self.metrics) >= 128:
+            raise Error("PIT-500", f"metric limit reached: server type {_SERVER_TYPE} declares at most 128 metrics")
+        id = len(self.metrics)
+        self.metrics.append(MockMetric(id, name, help, kind, labels, buckets))
+        self.metric_ids[exported] = (id, help, kind, labels, effective)
+        self.metric_names[name] = id
+        return id
+
+    def _series(self, id, op, labels, value):
+        if not 0 <= id < len(self.metrics):
+            raise Error("PIT-400", f"no metric with id {id}")
+        m = self.metrics[id]
+        q = _debug_str(m.name)
+        if op not in _OPS[m.kind]:
+            raise Error("PIT-400", f"metric {q} is a {m.kind}: record it with {' or '.join(_OPS[m.kind])}")
+        labels = tuple(labels)
+        if len(labels) != len(m.labels):
+            raise Error("PIT-400", f"metric {q} has labels [{', '.join(m.labels)}]: {len(labels)} values given")
+        for v in labels:
+            n = len(v.encode("utf-8"))
+            if n > 128:
+                raise Error("PIT-400", f"metric {q}: a label value of {n} bytes is over 128")
+        if not math.isfinite(value):
+            raise Error("PIT-400", f"metric {q}: the value must be finite")
+        if m.kind == "counter" and value < 0:
+            raise Error("PIT-400", f"metric {q}: a counter only goes up (add {_rust_f64(value)})")
+        key = (id, labels)
+        if key not in self.series:
+            if len(self.series) >= self.max_metric_series:
+                raise Error(
+                    "PIT-500",
+                    f"metric series limit reached: server type {_SERVER_TYPE} records at most "
+                    f"{self.max_metric_series} series (servers.{_SERVER_TYPE}.max_metric_series)",
+                )
+            self.series[key] = [0, 0.0] if m.kind == "histogram" else 0.0
+        return key
+
+    def metric_add(self, id, labels, value):
+        key = self._series(id, "add", labels, value)
+        self.series[key] += value
+
+    def metric_set(self, id, labels, value):
+        key = self._series(id, "set", labels, value)
+        self.series[key] = value
+
+    def metric_observe(self, id, labels, value):
+        key = self._series(id, "observe", labels, value)
+        self.series[key][0] += 1
+        self.series[key][1] += value
+
 
 _mock = _MockHost()
 
@@ -278,7 +458,8 @@ def install():
 
 
 def reset():
-    """Clears the in-memory host: users, groups, the RPC responder, timers and logs."""
+    """Clears the in-memory host: users, groups, the RPC responder, timers, logs and metrics
+    (metrics declare themselves again on their next use, or at `server.init()`)."""
     global _mock
     _mock = _MockHost()
     install()
@@ -337,6 +518,47 @@ def logs():
 def log_records():
     """The log records written so far, as `(level, message, fields)`."""
     return [(level, message, dict(fields)) for level, message, fields in _mock.logs]
+
+
+def set_max_metric_series(n):
+    """Caps the series recorded over all metrics, as `servers.<type>.max_metric_series` does
+    (1000, the host's default, until changed): past it, recording a new series raises
+    `PIT-500`."""
+    _mock.max_metric_series = n
+
+
+def declared_metrics():
+    """The metrics declared so far (`MockMetric`s), in the order they were first declared."""
+    return [dataclasses.replace(m) for m in _mock.metrics]
+
+
+def _values(name, labels):
+    id = _mock.metric_names.get(name)
+    if id is None:
+        return None, None
+    m = _mock.metrics[id]
+    if isinstance(labels, str):
+        labels = (labels,)
+    elif isinstance(labels, dict):
+        labels = tuple(labels.get(n) for n in m.labels)
+    return m, _mock.series.get((id, tuple(labels)))
+
+
+def metric_value(name, labels=()):
+    """The value of a counter's or gauge's series (`labels`: its label values, in order, or a
+    dict by label name), a float; None if nothing was recorded there."""
+    m, value = _values(name, labels)
+    if m is not None and m.kind == "histogram":
+        raise TypeError(f"metric {name!r} is a histogram: read it with testing.histogram")
+    return value
+
+
+def histogram(name, labels=()):
+    """A histogram's series: `(count, sum)` of its observations; None if there were none."""
+    m, value = _values(name, labels)
+    if m is not None and m.kind != "histogram":
+        raise TypeError(f"metric {name!r} is a {m.kind}: read it with testing.metric_value")
+    return None if value is None else (value[0], value[1])
 
 
 if not _host.IN_COMPONENT:

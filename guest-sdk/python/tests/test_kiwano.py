@@ -16,7 +16,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import kiwano  # noqa: E402
-from kiwano import Context, Error, groups, log, rpc, testing, timers, users  # noqa: E402
+from kiwano import Context, Error, groups, log, metrics, rpc, testing, timers, users  # noqa: E402
 from kiwano import _host, _json  # noqa: E402
 from kiwano.testing import MockSession  # noqa: E402
 
@@ -657,6 +657,247 @@ class HostTests(unittest.TestCase):
         timers.after(1)
         testing.reset()
         self.assertEqual((testing.groups(), testing.timers(), testing.logs()), ([], [], []))
+
+
+class MetricsTests(unittest.TestCase):
+    """kiwano.metrics against the in-memory host, which checks as the host does."""
+
+    def setUp(self):
+        testing.reset()
+        # Metrics defined here leave the SDK's list of defined metrics (which `Server.init`
+        # declares) as it was: a bad one would fail every later init.
+        defined = list(metrics._defined)
+        self.addCleanup(lambda: metrics._defined.__setitem__(slice(None), defined))
+
+    def refused(self, f, *args, **kwargs):
+        with self.assertRaises(Error) as cm:
+            f(*args, **kwargs)
+        return (cm.exception.code, cm.exception.msg)
+
+    def test_counter_by_position_and_by_name(self):
+        hits = metrics.counter("hits", "Hits by color", labels=("color",))
+        self.assertIsNone(hits.labels("red").inc())
+        self.assertIsNone(hits.labels("red").inc(2))
+        self.assertIsNone(hits.labels(color="blue").inc(0.5))
+        self.assertEqual(testing.metric_value("hits", ("red",)), 3.0)
+        self.assertIs(type(testing.metric_value("hits", ["red"])), float)
+        self.assertEqual(testing.metric_value("hits", "blue"), 0.5)
+        self.assertEqual(testing.metric_value("hits", {"color": "blue"}), 0.5)
+        self.assertIsNone(testing.metric_value("hits", ("green",)))
+        self.assertIsNone(testing.metric_value("nothing"))
+        self.assertEqual(
+            testing.declared_metrics(), [testing.MockMetric(0, "hits", "Hits by color", "counter", ("color",), ())]
+        )
+        plain = metrics.counter("plain_total", "No labels")
+        plain.inc()
+        plain.inc(4)
+        self.assertEqual(testing.metric_value("plain_total"), 5.0)
+        # Label values are strings.
+        hits.labels(7).inc()
+        self.assertEqual(testing.metric_value("hits", ("7",)), 1.0)
+
+    def test_labels_by_name_in_declared_order(self):
+        moves = metrics.counter("moves", "Moves", labels=("piece", "color"))
+        moves.labels(color="white", piece="pawn").inc()
+        self.assertEqual(testing.metric_value("moves", ("pawn", "white")), 1.0)
+        with self.assertRaises(ValueError):
+            moves.labels(piece="pawn", colour="white")
+        with self.assertRaises(ValueError):
+            moves.labels(piece="pawn")
+        with self.assertRaises(TypeError):
+            moves.labels("pawn", color="white")
+
+    def test_gauge(self):
+        level = metrics.gauge("level", "Level")
+        level.set(3)
+        level.inc()
+        level.dec(0.5)
+        self.assertEqual(testing.metric_value("level"), 3.5)
+        level.dec(10)
+        self.assertEqual(testing.metric_value("level"), -6.5)
+        rooms = metrics.gauge("rooms", "Rooms by mode", labels=["mode"])
+        rooms.labels("duel").inc(2)
+        rooms.labels(mode="duel").dec()
+        rooms.labels("team").set(-1)
+        self.assertEqual(testing.metric_value("rooms", ("duel",)), 1.0)
+        self.assertEqual(testing.metric_value("rooms", ("team",)), -1.0)
+
+    def test_histogram(self):
+        size = metrics.histogram("size", "Sizes", labels=("kind",), buckets=(1, 10, 100))
+        self.assertIsNone(size.labels("small").observe(3))
+        size.labels(kind="small").observe(0.5)
+        size.labels("big").observe(250)
+        self.assertEqual(testing.histogram("size", ("small",)), (2, 3.5))
+        self.assertEqual(testing.histogram("size", ("big",)), (1, 250.0))
+        self.assertIsNone(testing.histogram("size", ("none",)))
+        self.assertEqual(testing.declared_metrics()[0].buckets, (1.0, 10.0, 100.0))
+        latency = metrics.histogram("latency_seconds", "Latency")
+        latency.observe(0.02)
+        self.assertEqual(testing.histogram("latency_seconds"), (1, 0.02))
+        self.assertEqual(testing.declared_metrics()[1].buckets, ())
+        with self.assertRaises(TypeError):
+            testing.metric_value("size", ("small",))
+
+    def test_the_host_refuses_a_recording(self):
+        hits = metrics.counter("hits", "Hits by color", labels=("color",))
+        self.assertEqual(self.refused(hits.labels("red").inc, -1), ("PIT-400", 'metric "hits": a counter only goes up (add -1)'))
+        self.assertEqual(self.refused(hits.inc, -0.5), ("PIT-400", 'metric "hits" has labels [color]: 0 values given'))
+        self.assertEqual(self.refused(hits.labels("red").inc, -0.5), ("PIT-400", 'metric "hits": a counter only goes up (add -0.5)'))
+        self.assertEqual(
+            self.refused(hits.labels("red", "blue").inc), ("PIT-400", 'metric "hits" has labels [color]: 2 values given')
+        )
+        self.assertEqual(
+            self.refused(hits.labels("red").inc, math.inf), ("PIT-400", 'metric "hits": the value must be finite')
+        )
+        self.assertEqual(
+            self.refused(hits.labels("x" * 129).inc), ("PIT-400", 'metric "hits": a label value of 129 bytes is over 128')
+        )
+        self.assertIsNone(testing.metric_value("hits", ("red",)))
+        level = metrics.gauge("level", "Level")
+        self.assertEqual(self.refused(level.labels("a").set, 1), ("PIT-400", 'metric "level" has labels []: 1 values given'))
+        self.assertEqual(self.refused(level.set, math.nan), ("PIT-400", 'metric "level": the value must be finite'))
+        level.dec(2)  # a gauge goes down
+        # Op against kind, as the host words it.
+        host = _host.current()
+        ids = {m.name: m.id for m in testing.declared_metrics()}
+        self.assertEqual(
+            self.refused(host.metric_set, ids["hits"], ["red"], 1.0),
+            ("PIT-400", 'metric "hits" is a counter: record it with add'),
+        )
+        self.assertEqual(
+            self.refused(host.metric_observe, ids["level"], [], 1.0),
+            ("PIT-400", 'metric "level" is a gauge: record it with add or set'),
+        )
+        size = metrics.histogram("size", "Sizes")
+        size.observe(1)
+        self.assertEqual(
+            self.refused(host.metric_add, testing.declared_metrics()[2].id, [], 1.0),
+            ("PIT-400", 'metric "size" is a histogram: record it with observe'),
+        )
+        self.assertEqual(self.refused(host.metric_add, 99, [], 1.0), ("PIT-400", "no metric with id 99"))
+        # Python's own mistakes are Python errors.
+        with self.assertRaises(ValueError):
+            hits.labels("red").inc("lots")
+
+    def test_the_host_refuses_a_spec(self):
+        cases = [
+            (metrics.counter, ("Hits", "h"), 'metric name "Hits" must match [a-z][a-z0-9_]* and be at most 64 bytes'),
+            (metrics.counter, ("h" * 65, "h"), f'metric name "{"h" * 65}" must match [a-z][a-z0-9_]* and be at most 64 bytes'),
+            (metrics.gauge, ("rooms_count", "h"), 'metric name "rooms_count" must not end in _bucket, _count or _sum'),
+            (metrics.gauge, ("rooms_total", "h"), 'metric name "rooms_total": only a counter\'s name may end in _total'),
+            (metrics.counter, ("quiet", ""), 'metric "quiet": help must not be empty'),
+            (metrics.counter, ("long", "é" * 129), 'metric "long": help of 258 bytes is over 256'),
+            (metrics.counter, ('say "hi"', "h"), 'metric name "say \\"hi\\"" must match [a-z][a-z0-9_]* and be at most 64 bytes'),
+            (metrics.counter, ("many", "h", [f"l{i}" for i in range(9)]), 'metric "many": at most 8 labels'),
+            (
+                metrics.counter,
+                ("bad", "h", ["Color"]),
+                'metric "bad": label name "Color" must match [a-z][a-z0-9_]* and be at most 64 bytes',
+            ),
+            (metrics.counter, ("res", "h", ["le"]), 'metric "res": label name "le" is reserved'),
+            (metrics.counter, ("dup", "h", ["a", "a"]), 'metric "dup": label name "a" appears twice'),
+            (metrics.histogram, ("dec", "h", (), (2, 1)), 'metric "dec": buckets must be finite and increasing, at most 32'),
+            (metrics.histogram, ("inf", "h", (), (1, math.inf)), 'metric "inf": buckets must be finite and increasing, at most 32'),
+            (metrics.histogram, ("big", "h", (), range(33)), 'metric "big": buckets must be finite and increasing, at most 32'),
+        ]
+        for define, args, msg in cases:
+            m = define(*args)
+            record = m.observe if isinstance(m, metrics.Histogram) else m.inc
+            self.assertEqual(self.refused(record, 1), ("PIT-400", msg))
+        self.assertEqual(testing.declared_metrics(), [])
+        metrics.counter("twice", "one help").inc()
+        other = metrics.counter("twice", "another help")
+        self.assertEqual(
+            self.refused(other.inc),
+            (
+                "PIT-400",
+                'metric "twice" is already declared with other labels, kind, help or buckets (by server type test); '
+                "a changed metric needs a new name, or a restart",
+            ),
+        )
+        same = metrics.counter("twice", "one help")
+        same.inc(2)
+        self.assertEqual(testing.metric_value("twice"), 3.0)
+        # Names are compared as exported: `twice` is `kiwano_guest_twice_total`.
+        metrics.counter("twice_total", "one help").inc()
+        self.assertEqual(testing.metric_value("twice_total"), 4.0)
+        self.assertEqual([m.name for m in testing.declared_metrics()], ["twice"])
+        # A histogram without buckets has the default ones.
+        metrics.histogram("lat", "h").observe(1)
+        metrics.histogram("lat", "h", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)).observe(1)
+        self.assertEqual(testing.histogram("lat"), (2, 2.0))
+        with self.assertRaises(TypeError):
+            metrics.counter(b"bytes", "h")
+        with self.assertRaises(TypeError):
+            metrics.counter("c", "h", labels=[1])
+
+    def test_limits(self):
+        for i in range(128):
+            metrics.gauge(f"g{i}", "h").set(i)
+        self.assertEqual(
+            self.refused(metrics.gauge("g128", "h").set, 1),
+            ("PIT-500", "metric limit reached: server type test declares at most 128 metrics"),
+        )
+        testing.reset()
+        testing.set_max_metric_series(2)
+        hits = metrics.counter("hits", "Hits", labels=("color",))
+        hits.labels("red").inc()
+        hits.labels("blue").inc()
+        hits.labels("red").inc()  # not a new series
+        self.assertEqual(
+            self.refused(hits.labels("green").inc),
+            ("PIT-500", "metric series limit reached: server type test records at most 2 series (servers.test.max_metric_series)"),
+        )
+
+    def test_declared_lazily_once_per_host(self):
+        hits = metrics.counter("hits", "Hits", labels=("color",))
+        self.assertEqual(testing.declared_metrics(), [])  # defining declares nothing
+        declared = []
+        host = _host.current()
+        declare = host.metric_declare
+        host.metric_declare = lambda *spec: declared.append(spec[0]) or declare(*spec)
+        hits.labels("red").inc()
+        hits.labels("blue").inc()
+        self.assertEqual(declared, ["hits"])  # the id is kept
+        self.assertEqual([m.name for m in testing.declared_metrics()], ["hits"])
+        testing.reset()  # a new host: declared again on the next use
+        hits.labels("red").inc()
+        self.assertEqual([m.name for m in testing.declared_metrics()], ["hits"])
+        self.assertEqual(testing.metric_value("hits", ("red",)), 1.0)
+
+    def test_init_declares_every_metric_before_the_hook(self):
+        a = metrics.counter("a_total", "A")
+        metrics.histogram("b", "B", labels=("k",), buckets=(1, 2))
+        server = kiwano.Server()
+        seen = []
+
+        @server.on_init
+        def init(info):
+            seen.append([m.name for m in testing.declared_metrics()])
+
+        server.init()
+        self.assertEqual(seen, [["a_total", "b"]])
+        a.inc()
+        self.assertEqual(len(testing.declared_metrics()), 2)
+        # A spec the host refuses fails init with the host's error, before the hook.
+        metrics.gauge("Bad", "B")
+        seen.clear()
+        testing.reset()
+        self.assertEqual(
+            self.refused(server.init),
+            ("PIT-400", 'metric name "Bad" must match [a-z][a-z0-9_]* and be at most 64 bytes'),
+        )
+        self.assertEqual(seen, [])
+        # Without metrics, init asks nothing of the host.
+        metrics._defined.clear()
+        testing.reset()
+        server.init()
+        self.assertEqual(seen, [[]])
+
+    def test_reset_clears_metrics(self):
+        metrics.gauge("level", "Level").set(1)
+        testing.reset()
+        self.assertEqual((testing.declared_metrics(), testing.metric_value("level")), ([], None))
 
 
 if __name__ == "__main__":

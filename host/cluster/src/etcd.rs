@@ -56,6 +56,9 @@ pub struct Etcd {
     client: Client,
     prefix: String,
     timeout: Duration,
+    /// Whether the last operation got an answer (the lease's keep-alive runs one every third
+    /// of its TTL, so this follows etcd within that).
+    up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -94,7 +97,8 @@ impl Etcd {
             match tokio::time::timeout(settings.timeout, connected).await {
                 Ok(Ok(client)) => {
                     tracing::info!(endpoints = ?settings.endpoints, prefix = %settings.prefix, "connected to etcd");
-                    return Self { client, prefix: settings.prefix.clone(), timeout: settings.timeout };
+                    let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+                    return Self { client, prefix: settings.prefix.clone(), timeout: settings.timeout, up };
                 }
                 Ok(Err(e)) if e.to_string().contains("authentication failed") => {
                     attempt += 1;
@@ -129,6 +133,11 @@ impl Etcd {
         &self.client
     }
 
+    /// Whether etcd answered the last operation.
+    pub fn connected(&self) -> bool {
+        self.up.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Runs one etcd operation within the timeout; an expired authentication token is renewed
     /// and the operation tried once more.
     async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, ClusterError>
@@ -150,6 +159,15 @@ impl Etcd {
             }
             other => other,
         };
+        // An answer, even a refusal (a lease not found), means etcd is there; no answer, a
+        // broken transport or gRPC's `Unavailable` (the channel's own verdict) means it is not.
+        let answered = match &result {
+            Ok(_) => true,
+            Err(None | Some(etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_))) => false,
+            Err(Some(etcd_client::Error::GRpcStatus(s))) => !matches!(format!("{:?}", s.code()).as_str(), "Unavailable" | "DeadlineExceeded"),
+            Err(Some(_)) => true,
+        };
+        self.up.store(answered, std::sync::atomic::Ordering::Relaxed);
         result.map_err(|e| match e {
             Some(e) => backend(what, e),
             None => ClusterError::Backend(format!("etcd: {what}: no answer within {:?}", self.timeout)),
@@ -579,6 +597,10 @@ impl Discovery for EtcdDiscovery {
 
     fn snapshot(&self) -> Arc<Servers> {
         self.servers.read().clone()
+    }
+
+    fn connected(&self) -> Option<bool> {
+        Some(self.etcd.connected())
     }
 }
 

@@ -139,6 +139,11 @@ pub trait Discovery: Send + Sync {
 
     /// The live servers as last seen (a watch keeps this current).
     fn snapshot(&self) -> Arc<Servers>;
+
+    /// Whether the backend answered lately; `None` for in-process discovery, which has none.
+    fn connected(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// What a server does with what the cluster delivers to it.
@@ -213,6 +218,12 @@ pub trait Rpc: Send + Sync {
     /// which has none.
     fn connected(&self) -> Option<bool> {
         None
+    }
+
+    /// Messages for this process the transport dropped since start (NATS: a subscription's
+    /// queue full, a slow consumer); 0 for an in-process transport, which drops none.
+    fn dropped(&self) -> u64 {
+        0
     }
 
     /// Sends whatever is still buffered, within `timeout`: the last responses and publishes of

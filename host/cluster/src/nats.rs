@@ -61,6 +61,8 @@ pub struct NatsRpc {
     /// The handlers of the servers served here, by id: bound users' pushes go to them.
     served: Arc<RwLock<HashMap<String, Arc<dyn RpcHandler>>>>,
     settings: NatsSettings,
+    /// Messages the client dropped because a subscription's queue was full (slow consumer).
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for NatsRpc {
@@ -79,19 +81,31 @@ impl NatsRpc {
     /// connection is reconnected for as long as it takes, and every subscription restored.
     pub async fn connect(settings: NatsSettings) -> Self {
         let mut attempt = 0u32;
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let client = loop {
+            let counter = dropped.clone();
             let options = ConnectOptions::new()
                 .name("kiwano")
                 .connection_timeout(settings.connect_timeout)
                 .subscription_capacity(settings.subscription_capacity)
                 .max_reconnects(None)
-                .event_callback(|event| async move {
-                    match event {
-                        Event::Connected => tracing::info!("nats: connected"),
-                        Event::Disconnected => tracing::warn!("nats: connection lost; reconnecting"),
-                        Event::LameDuckMode => tracing::warn!("nats: the server entered lame duck mode"),
-                        Event::SlowConsumer(sid) => tracing::warn!(subscription = sid, "nats: slow consumer: messages dropped"),
-                        other => tracing::info!("nats: {other}"),
+                .event_callback(move |event| {
+                    let counter = counter.clone();
+                    async move {
+                        match event {
+                            Event::Connected => tracing::info!("nats: connected"),
+                            Event::Disconnected => tracing::warn!("nats: connection lost; reconnecting"),
+                            Event::LameDuckMode => tracing::warn!("nats: the server entered lame duck mode"),
+                            // One event per message dropped (as many as the client's event
+                            // queue holds): logged at the 1st, 2nd, 4th, 8th… drop.
+                            Event::SlowConsumer(sid) => {
+                                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                                if n.is_power_of_two() {
+                                    tracing::warn!(subscription = sid, dropped = n, "nats: slow consumer: a subscription's queue is full, messages dropped");
+                                }
+                            }
+                            other => tracing::info!("nats: {other}"),
+                        }
                     }
                 });
             match options.connect(settings.url.as_str()).await {
@@ -105,7 +119,7 @@ impl NatsRpc {
             }
         };
         tracing::info!(url = %settings.url, "cluster RPC on NATS");
-        Self { client, served: Arc::default(), settings }
+        Self { client, served: Arc::default(), settings, dropped }
     }
 
     /// The connection (tests look at the wire through it).
@@ -249,6 +263,10 @@ impl Rpc for NatsRpc {
 
     fn connected(&self) -> Option<bool> {
         Some(self.client.connection_state() == async_nats::connection::State::Connected)
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn flush<'a>(&'a self, timeout: Duration) -> BoxFuture<'a, ()> {

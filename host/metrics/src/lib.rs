@@ -9,8 +9,13 @@
 //! The catalogue has Pitaya's names, types and labels (Pitaya v3 `metrics/prometheus_reporter.go`,
 //! `PITAYA-PROTOCOL.md` §9.1) so that a Pitaya dashboard works unchanged, and Kiwano's own under
 //! `kiwano_`. Every family also carries the exporter's constant labels (`game`, `serverType`).
+//! Guests' own metrics are declared at run time, checked and bounded by [`guest`].
+
+pub mod guest;
 
 use std::sync::Arc;
+
+pub use guest::GuestMetrics;
 
 /// The type of a metric family.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,11 +51,13 @@ pub trait Series: Send + Sync {
     fn add(&self, v: f64);
     /// Observes `v` (a summary or histogram).
     fn observe(&self, v: f64);
+    /// Sets `v` (a gauge).
+    fn set(&self, v: f64);
 }
 
 /// A [`Series`], or nothing when metrics are disabled. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct SeriesHandle(Option<Arc<dyn Series>>);
+pub struct SeriesHandle(pub(crate) Option<Arc<dyn Series>>);
 
 impl std::fmt::Debug for SeriesHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +79,13 @@ impl SeriesHandle {
             s.observe(v);
         }
     }
+
+    /// Sets `v` (a gauge).
+    pub fn set(&self, v: f64) {
+        if let Some(s) = &self.0 {
+            s.set(v);
+        }
+    }
 }
 
 /// Where observations go: an exporter.
@@ -87,12 +101,23 @@ pub trait Sink: Send + Sync {
     fn observe(&self, family: &'static Family, labels: &[&str], v: f64);
     /// Everything recorded, in the exporter's format, with its content type.
     fn render(&self) -> (&'static str, String);
+    /// Registers a family declared at run time (a guest's metric, already checked by
+    /// [`guest`]); its series are resolved through the returned vector.
+    ///
+    /// # Errors
+    /// The exporter refuses the family; the message says why.
+    fn register(&self, family: &guest::DynamicFamily) -> Result<Arc<dyn guest::Vector>, String>;
+    /// The names of the constant labels every series carries (`game`, …), which a guest's
+    /// metric may not use.
+    fn const_labels(&self) -> Vec<String>;
 }
 
 /// The handle libraries record through. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
     sink: Option<Arc<dyn Sink>>,
+    /// Guests' metrics, by server type and name.
+    guests: Arc<guest::Registry>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,12 +135,19 @@ impl Default for Metrics {
 impl Metrics {
     /// A handle recording into `sink`.
     pub fn new(sink: Arc<dyn Sink>) -> Self {
-        Self { sink: Some(sink) }
+        Self { sink: Some(sink), guests: Arc::default() }
     }
 
     /// A handle that records nothing (and renders nothing).
     pub fn disabled() -> Self {
-        Self { sink: None }
+        Self { sink: None, guests: Arc::default() }
+    }
+
+    /// The guest metrics of `server_type`, shared by all its instances and versions: made on
+    /// first use with a limit of `max_series` series (a later call gets the same, whatever its
+    /// `max_series`).
+    pub fn guest(&self, server_type: &str, max_series: usize) -> GuestMetrics {
+        self.guests.scope(self.sink.clone(), server_type, max_series)
     }
 
     /// Whether anything is recorded.
@@ -243,6 +275,16 @@ pub mod families {
     pub static VERSION: Family = Family { name: "kiwano_component_version", help: "Version of the component serving, per server type", kind: Kind::Gauge, labels: &["server_type"] };
     /// 1 while connected to NATS, else 0 (absent without NATS).
     pub static NATS_CONNECTED: Family = Family { name: "kiwano_nats_connected", help: "1 while connected to NATS", kind: Kind::Gauge, labels: &[] };
+    /// Packets a session's outgoing queue refused: `full` (the client does not read; it is
+    /// disconnected) or `too_large` (one packet over the queue's whole byte budget).
+    pub static OUTGOING_DROPPED: Family = Family {
+        name: "kiwano_outgoing_dropped_total",
+        help: "Packets refused by a session's outgoing queue",
+        kind: Kind::Counter,
+        labels: &["reason"],
+    };
+    /// 1 while connected to etcd, else 0 (absent without etcd).
+    pub static ETCD_CONNECTED: Family = Family { name: "kiwano_etcd_connected", help: "1 while connected to etcd", kind: Kind::Gauge, labels: &[] };
     /// Sessions, per frontend server type.
     pub static SESSIONS: Family = Family { name: "kiwano_sessions", help: "Sessions, per frontend server type", kind: Kind::Gauge, labels: &["frontend"] };
 
@@ -264,6 +306,8 @@ pub mod families {
         &RELOADS,
         &VERSION,
         &NATS_CONNECTED,
+        &ETCD_CONNECTED,
+        &OUTGOING_DROPPED,
         &SESSIONS,
     ];
 }

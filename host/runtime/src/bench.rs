@@ -99,8 +99,9 @@ pub fn call_cost(runtime: &Runtime, component: &Component, route: &str, calls: u
     let services: Arc<dyn HostServices> = Arc::new(NoServices);
     let limits = crate::host::CallLimits::default();
     let tag = Arc::new(Mutex::new(LogTag::new("bench", 0, 100, &limits)));
+    let metrics = kiwano_metrics::GuestMetrics::detached("bench", 1000);
     let make = || -> Result<(Store<HostState>, crate::bindings::Server), String> {
-        let state = HostState::new(tag.clone(), 64 << 20, services.clone(), caller.clone(), timers.clone(), limits.clone());
+        let state = HostState::new(tag.clone(), 64 << 20, services.clone(), caller.clone(), timers.clone(), limits.clone(), metrics.clone());
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1_000_000);

@@ -14,4 +14,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use kiwano::server::{context, groups, log, rpc, timers, types, users};
+pub use kiwano::server::{context, groups, log, metrics, rpc, timers, types, users};

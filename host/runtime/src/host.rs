@@ -11,7 +11,7 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{context, groups, log, rpc, timers, types, users};
+use crate::bindings::{context, groups, log, metrics, rpc, timers, types, users};
 use crate::timers::TimerHandle;
 
 /// An error as a guest and a client see it: a Pitaya code, a message, metadata.
@@ -321,6 +321,8 @@ pub(crate) struct HostState {
     /// The timers the call in progress set, when it runs in a transaction (untrusted mode):
     /// they are cancelled if it fails.
     pub timers_set: Option<Vec<u64>>,
+    /// The server type's own metrics (the WIT `metrics` interface).
+    pub metrics: kiwano_metrics::GuestMetrics,
 }
 
 /// What one guest call may do through the host (per server type: `servers.<type>.max_*_per_call`).
@@ -410,6 +412,7 @@ impl HostState {
         caller: Arc<Caller>,
         timers: TimerHandle,
         limits: CallLimits,
+        metrics: kiwano_metrics::GuestMetrics,
     ) -> Self {
         let server_type = tag.lock().server_type.clone();
         let wasi = WasiCtx::builder()
@@ -431,6 +434,7 @@ impl HostState {
             deadline: None,
             budget: CallBudget { limits, server_type, used: [0; 4] },
             timers_set: None,
+            metrics,
         }
     }
 
@@ -697,6 +701,37 @@ impl timers::Host for HostState {
 
     fn cancel(&mut self, id: u64) -> bool {
         self.timers.cancel(id)
+    }
+}
+
+/// A refused declaration or recording as a guest sees it: `PIT-500` for a limit, `PIT-400` for
+/// a mistake.
+fn metric_error(e: kiwano_metrics::guest::GuestMetricError) -> types::Error {
+    let code = if e.limit { "PIT-500" } else { "PIT-400" };
+    types::Error { code: code.into(), msg: e.msg, metadata: Vec::new() }
+}
+
+impl metrics::Host for HostState {
+    fn declare(&mut self, spec: metrics::MetricSpec) -> Result<u32, types::Error> {
+        let kind = match spec.kind {
+            metrics::MetricKind::Counter => kiwano_metrics::guest::GuestKind::Counter,
+            metrics::MetricKind::Gauge => kiwano_metrics::guest::GuestKind::Gauge,
+            metrics::MetricKind::Histogram => kiwano_metrics::guest::GuestKind::Histogram,
+        };
+        let spec = kiwano_metrics::guest::GuestSpec { name: spec.name, help: spec.help, kind, labels: spec.labels, buckets: spec.buckets };
+        self.metrics.declare(&spec).map_err(metric_error)
+    }
+
+    fn add(&mut self, metric: u32, labels: Vec<String>, value: f64) -> Result<(), types::Error> {
+        self.metrics.add(metric, &labels, value).map_err(metric_error)
+    }
+
+    fn set(&mut self, metric: u32, labels: Vec<String>, value: f64) -> Result<(), types::Error> {
+        self.metrics.set(metric, &labels, value).map_err(metric_error)
+    }
+
+    fn observe(&mut self, metric: u32, labels: Vec<String>, value: f64) -> Result<(), types::Error> {
+        self.metrics.observe(metric, &labels, value).map_err(metric_error)
     }
 }
 

@@ -71,8 +71,10 @@ pub struct PoolConfig {
     /// Untrusted mode: every call runs on a fresh instance, and its host effects (session data,
     /// group changes, pushes, kicks) are applied only when it returns (see `transaction`).
     pub untrusted: bool,
-    /// Where calls, failures and new instances are recorded.
+    /// Where calls, failures and new instances are recorded, and the guest's own metrics.
     pub metrics: kiwano_metrics::Metrics,
+    /// Series the guest's own metrics may hold (over all its metrics, versions and pools).
+    pub max_metric_series: usize,
 }
 
 /// Request or notify.
@@ -306,6 +308,7 @@ impl ServerPool {
         let mut stats = Vec::new();
         let timers = Arc::new(Timers::default());
         let caller = Arc::new(Caller { server_type: config.server_type.clone(), server_id: config.server_id.clone() });
+        let guest_metrics = config.metrics.guest(&config.server_type, config.max_metric_series);
         let rt = tokio::runtime::Handle::try_current().ok();
         let fail = |msg: String| RuntimeError::Instance { server_type: config.server_type.clone(), msg };
         let mut workers = Vec::new();
@@ -319,7 +322,7 @@ impl ServerPool {
                 count: Arc::default(),
                 max: config.max_timers,
             };
-            let env = InstanceEnv { services: services.clone(), caller: caller.clone(), timers: timer };
+            let env = InstanceEnv { services: services.clone(), caller: caller.clone(), timers: timer, metrics: guest_metrics.clone() };
             let instance_stats = Arc::new(PoolStats::default());
             stats.push(instance_stats.clone());
             let mut worker = Worker::new(runtime, component, config.clone(), i as u32, instance_stats, env);
@@ -514,6 +517,7 @@ struct InstanceEnv {
     services: Arc<dyn HostServices>,
     caller: Arc<Caller>,
     timers: TimerHandle,
+    metrics: kiwano_metrics::GuestMetrics,
 }
 
 /// One instance and the thread that owns it.
@@ -582,6 +586,7 @@ impl Worker {
             self.env.caller.clone(),
             self.env.timers.clone(),
             self.config.call_limits.clone(),
+            self.env.metrics.clone(),
         );
         if self.config.remotes {
             state.me = Some(format!("{}#r{}", self.config.server_id, self.index).into());

@@ -178,6 +178,7 @@ impl Server {
                 remotes: false,
                 untrusted: st.untrusted,
                 metrics: metrics.clone(),
+                max_metric_series: st.max_metric_series,
             };
             let fixed_affinity = match st.parsed_affinity() {
                 Ok(AffinitySetting::Fixed(a)) => Some(a),
@@ -482,6 +483,10 @@ impl crate::http::MetricsSource for MetricsView {
         }
         if let Some(up) = shared.cluster.rpc.connected() {
             m.set(&families::NATS_CONNECTED, &[], f64::from(u8::from(up)));
+        }
+        m.set(&families::RPC_DROPPED, &[], shared.cluster.rpc.dropped() as f64);
+        if let Some(up) = shared.cluster.discovery.connected() {
+            m.set(&families::ETCD_CONNECTED, &[], f64::from(u8::from(up)));
         }
         m.set(&families::WORKERS_TOTAL, &["handler_dispatch"], total as f64);
         m.set(&families::WORKERS_BUSY, &["handler_dispatch"], busy as f64);

@@ -432,6 +432,9 @@ pub struct ServerTypeConfig {
     /// data, group changes, pushes, kicks) are applied only when it returns, discarded when it
     /// traps or runs out of time or memory.
     pub untrusted: bool,
+    /// Series the guest's own metrics (the WIT `metrics` interface) may hold, over all its
+    /// metrics: distinct label values; past it a new series is refused with `PIT-500`. 0: none.
+    pub max_metric_series: usize,
     /// Free-form table given to the guest's `init` as JSON.
     pub config: toml::Table,
     /// Where clients connect.
@@ -468,6 +471,7 @@ impl Default for ServerTypeConfig {
             max_log_lines_per_call: 1000,
             max_log_bytes_per_call: 1 << 20,
             untrusted: false,
+            max_metric_series: 1000,
             config: toml::Table::new(),
             acceptors: Vec::new(),
             max_connections: 100_000,

@@ -339,13 +339,17 @@ impl Session {
                 Ok(())
             }
             Err(Refused::Full) => {
+                self.pool.dropped_full.add(1.0);
                 self.close(CloseReason::SlowClient);
                 Err(GuestError::new(codes::CLIENT_CLOSED, "session is closed: its outgoing queue is full"))
             }
-            Err(Refused::TooLarge) => Err(GuestError::new(
-                codes::BAD_REQUEST,
-                format!("a packet of {size} bytes exceeds the session's outgoing budget of {} bytes", self.out.max_bytes),
-            )),
+            Err(Refused::TooLarge) => {
+                self.pool.dropped_too_large.add(1.0);
+                Err(GuestError::new(
+                    codes::BAD_REQUEST,
+                    format!("a packet of {size} bytes exceeds the session's outgoing budget of {} bytes", self.out.max_bytes),
+                ))
+            }
         }
     }
 
@@ -496,6 +500,10 @@ pub struct SessionPool {
     /// The free slots of a session's outgoing queue as a packet goes in
     /// (`pitaya_channel_channel_capacity{channel="agent_chsend"}`).
     outgoing_capacity: kiwano_metrics::SeriesHandle,
+    /// Packets a session's outgoing queue refused: full (the client is disconnected), or one
+    /// packet over its whole byte budget (`kiwano_outgoing_dropped_total`).
+    dropped_full: kiwano_metrics::SeriesHandle,
+    dropped_too_large: kiwano_metrics::SeriesHandle,
 }
 
 impl std::fmt::Debug for SessionPool {
@@ -670,7 +678,8 @@ impl SessionPool {
     /// An empty pool whose sessions' queues are recorded into `metrics`.
     pub fn with_metrics(metrics: &kiwano_metrics::Metrics) -> Self {
         let outgoing_capacity = metrics.series(&kiwano_metrics::families::CHANNEL_CAPACITY, &["agent_chsend"]);
-        Self { outgoing_capacity, ..Self::default() }
+        let dropped = |reason| metrics.series(&kiwano_metrics::families::OUTGOING_DROPPED, &[reason]);
+        Self { outgoing_capacity, dropped_full: dropped("full"), dropped_too_large: dropped("too_large"), ..Self::default() }
     }
 
     /// Sets what binding means in the cluster; once, before any session binds.

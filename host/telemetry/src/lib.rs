@@ -15,6 +15,7 @@ pub mod traces;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use kiwano_metrics::guest::{DynamicFamily, GuestKind, Vector};
 use kiwano_metrics::{Family, Kind, Series as SeriesApi, Sink, families};
 use prometheus::{CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
@@ -32,6 +33,10 @@ pub struct Prometheus {
     registry: Registry,
     /// By the family's address: families are statics.
     series: HashMap<usize, Series>,
+    /// The constant labels of Kiwano's own families (and guests'): without `serverType`.
+    own_labels: HashMap<String, String>,
+    /// The names of all constant labels.
+    const_names: Vec<String>,
 }
 
 impl std::fmt::Debug for Prometheus {
@@ -84,7 +89,8 @@ impl Prometheus {
             };
             series.insert(key(family), s);
         }
-        Ok(Self { registry, series })
+        let const_names = const_labels.keys().cloned().collect();
+        Ok(Self { registry, series, own_labels, const_names })
     }
 
     fn misuse(family: &Family, what: &str) {
@@ -117,6 +123,36 @@ impl SeriesApi for Resolved {
                 s.observe(&labels, v);
             }
             _ => {}
+        }
+    }
+
+    fn set(&self, v: f64) {
+        if let Self::Gauge(g) = self {
+            g.set(v);
+        }
+    }
+}
+
+/// A guest's family: a vector of the `prometheus` crate's.
+enum Dynamic {
+    Counter(CounterVec),
+    Gauge(GaugeVec),
+    Histogram(HistogramVec),
+}
+
+impl Vector for Dynamic {
+    fn series(&self, labels: &[&str]) -> Option<Arc<dyn SeriesApi>> {
+        let resolved = match self {
+            Self::Counter(c) => c.get_metric_with_label_values(labels).map(Resolved::Counter),
+            Self::Gauge(g) => g.get_metric_with_label_values(labels).map(Resolved::Gauge),
+            Self::Histogram(h) => h.get_metric_with_label_values(labels).map(Resolved::Histogram),
+        };
+        match resolved {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::error!("metrics: a guest's series: {e}");
+                None
+            }
         }
     }
 }
@@ -170,6 +206,28 @@ impl Sink for Prometheus {
             Some(Series::Summary(s)) => s.observe(labels, v),
             _ => Self::misuse(family, "observe"),
         }
+    }
+
+    fn register(&self, family: &DynamicFamily) -> Result<Arc<dyn Vector>, String> {
+        let opts = Opts::new(&family.name, &family.help).const_labels(self.own_labels.clone());
+        let labels: Vec<&str> = family.labels.iter().map(String::as_str).collect();
+        let v = match family.kind {
+            GuestKind::Counter => CounterVec::new(opts, &labels).map(Dynamic::Counter),
+            GuestKind::Gauge => GaugeVec::new(opts, &labels).map(Dynamic::Gauge),
+            GuestKind::Histogram => HistogramVec::new(HistogramOpts::from(opts).buckets(family.buckets.clone()), &labels).map(Dynamic::Histogram),
+        }
+        .map_err(|e| e.to_string())?;
+        let collector: Box<dyn prometheus::core::Collector> = match &v {
+            Dynamic::Counter(c) => Box::new(c.clone()),
+            Dynamic::Gauge(g) => Box::new(g.clone()),
+            Dynamic::Histogram(h) => Box::new(h.clone()),
+        };
+        self.registry.register(collector).map_err(|e| e.to_string())?;
+        Ok(Arc::new(v))
+    }
+
+    fn const_labels(&self) -> Vec<String> {
+        self.const_names.clone()
     }
 
     fn render(&self) -> (&'static str, String) {

@@ -1,7 +1,7 @@
 // Kiwano's JavaScript echo guest: the polyglot wire test's component (tests/tests/polyglot.rs).
 //
 // Built with `node guest-sdk/js/componentize.mjs tests/polyglot/js-echo/echo.js out.wasm`.
-import { log } from 'kiwano:server/log@0.1.1';
+import { log } from 'kiwano:server/log@0.1.2';
 
 const encoder = new TextEncoder();
 

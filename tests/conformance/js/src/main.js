@@ -4,9 +4,23 @@
 //
 // Build: `node ../../../guest-sdk/js/componentize.mjs src/main.js <out.wasm>` from
 // tests/conformance/js (`kiwano run tests/conformance/js` does it for you). Test: `node --test test/`.
-import { KiwanoError, Server, groups, rpc, timers, users } from '../../../../guest-sdk/js/kiwano.js';
+import { KiwanoError, Server, groups, metrics, rpc, timers, users } from '../../../../guest-sdk/js/kiwano.js';
 
 const LOBBY = 'lobby';
+
+const hits = metrics.counter('conf_hits', { help: 'Hits by color', labels: ['color'] });
+const level = metrics.gauge('conf_level', { help: 'Level' });
+const size = metrics.histogram('conf_size', { help: 'Sizes', labels: ['kind'], buckets: [1, 10, 100] });
+
+/** `conf.metric`: the label values go as given (the host checks their number). */
+function recordMetric(body) {
+  const { metric, labels, value } = body;
+  if (metric === 'hits') hits.labels(...labels).inc(value);
+  else if (metric === 'level') level.labels(...labels).set(value);
+  else if (metric === 'size') size.labels(...labels).observe(value);
+  else throw KiwanoError.badRequest(`no metric ${metric}`);
+  return { recorded: metric };
+}
 
 /** The session's uid; `CF-002` when it has none. */
 function boundUid(ctx) {
@@ -70,6 +84,7 @@ export const server = new Server()
     return { timer: 'set' };
   })
   .request('conf.handshake', (ctx) => ({ platform: ctx.handshake.sys.platform, user: ctx.handshake.user }))
+  .request('conf.metric', (_ctx, body) => recordMetric(body))
   .remote('remote.add', (body) => ({ sum: body.a + body.b }))
   .remote('remote.fail', () => {
     throw new KiwanoError('CF-003', 'remote refused', { side: 'remote' });

@@ -8,12 +8,16 @@ import { KiwanoError, groups } from '../../../../guest-sdk/js/kiwano.js';
 import {
   MockSession,
   bindUser,
+  declaredMetrics,
   groupMembers,
+  histogram,
   host,
   logs,
+  metricValue,
   onRpc,
   reset,
   rpcCalls,
+  setMaxMetricSeries,
   timers,
 } from '../../../../guest-sdk/js/testing.js';
 import { server } from '../src/main.js';
@@ -70,6 +74,7 @@ test('describe', () => {
       { route: 'conf.kickusers', kind: 'request' },
       { route: 'conf.leave', kind: 'request' },
       { route: 'conf.members', kind: 'request' },
+      { route: 'conf.metric', kind: 'request' },
       { route: 'conf.note', kind: 'notify' },
       { route: 'conf.push', kind: 'request' },
       { route: 'conf.rpc', kind: 'request' },
@@ -83,9 +88,53 @@ test('describe', () => {
   });
 });
 
-test('init does nothing', () => {
+test('init does nothing but declare the metrics', () => {
   assert.equal(groupMembers('lobby'), undefined);
   assert.deepEqual(logs(), []);
+  assert.deepEqual(declaredMetrics(), [
+    { id: 0, name: 'conf_hits', help: 'Hits by color', kind: 'counter', labels: ['color'], buckets: [] },
+    { id: 1, name: 'conf_level', help: 'Level', kind: 'gauge', labels: [], buckets: [] },
+    { id: 2, name: 'conf_size', help: 'Sizes', kind: 'histogram', labels: ['kind'], buckets: [1, 10, 100] },
+  ]);
+});
+
+test('metric', () => {
+  const a = new MockSession(1);
+  assert.equal(answer(a, 'conf.metric', '{"labels":["red"],"metric":"hits","value":2}'), '{"recorded":"hits"}');
+  answer(a, 'conf.metric', '{"labels":["red"],"metric":"hits","value":0.5}');
+  assert.equal(metricValue('conf_hits', ['red']), 2.5);
+  assert.equal(answer(a, 'conf.metric', '{"labels":[],"metric":"level","value":-3}'), '{"recorded":"level"}');
+  assert.equal(metricValue('conf_level'), -3);
+  assert.equal(answer(a, 'conf.metric', '{"labels":["small"],"metric":"size","value":7}'), '{"recorded":"size"}');
+  assert.deepEqual(histogram('conf_size', ['small']), { count: 1, sum: 7 });
+  // Host errors as they are: the label values go to the host uncounted.
+  for (const [body, msg] of [
+    ['{"labels":[],"metric":"hits","value":1}', 'metric "conf_hits" has labels [color]: 0 values given'],
+    ['{"labels":["a","b"],"metric":"hits","value":1}', 'metric "conf_hits" has labels [color]: 2 values given'],
+    ['{"labels":["red"],"metric":"hits","value":-1}', 'metric "conf_hits": a counter only goes up (add -1)'],
+    ['{"labels":["x"],"metric":"level","value":1}', 'metric "conf_level" has labels []: 1 values given'],
+    ['{"labels":[],"metric":"size","value":1}', 'metric "conf_size" has labels [kind]: 0 values given'],
+  ]) {
+    refused(a, 'conf.metric', body, 'PIT-400', msg);
+  }
+  refused(a, 'conf.metric', '{"labels":[],"metric":"other","value":1}', 'PIT-400', 'no metric other');
+  assert.equal(metricValue('conf_hits', ['red']), 2.5);
+});
+
+test('metric series limit', () => {
+  // kiwano.toml: max_metric_series = 3 for conf.
+  setMaxMetricSeries(3);
+  const a = new MockSession(1);
+  for (const color of ['red', 'green', 'blue']) answer(a, 'conf.metric', `{"labels":["${color}"],"metric":"hits","value":1}`);
+  answer(a, 'conf.metric', '{"labels":["red"],"metric":"hits","value":1}');
+  refused(
+    a,
+    'conf.metric',
+    '{"labels":[],"metric":"level","value":1}',
+    'PIT-500',
+    'metric series limit reached: server type test records at most 3 series (servers.test.max_metric_series)',
+  );
+  assert.equal(metricValue('conf_hits', ['red']), 2);
 });
 
 test('echo', () => {

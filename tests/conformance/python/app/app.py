@@ -8,9 +8,13 @@ Build: `../../../guest-sdk/python/build.sh app app <out.wasm>` from tests/confor
 import datetime
 
 import kiwano
-from kiwano import groups, rpc, timers, users
+from kiwano import groups, metrics, rpc, timers, users
 
 LOBBY = "lobby"
+
+HITS = metrics.counter("conf_hits", "Hits by color", labels=("color",))
+LEVEL = metrics.gauge("conf_level", "Level")
+SIZE = metrics.histogram("conf_size", "Sizes", labels=("kind",), buckets=(1, 10, 100))
 
 server = kiwano.Server()
 
@@ -127,6 +131,21 @@ def set_timer(ctx, body):
 def handshake(ctx, body):
     hs = ctx.handshake
     return {"platform": hs["sys"]["platform"], "user": hs["user"]}
+
+
+@server.request("conf.metric")
+def record_metric(ctx, body):
+    # The label values go as given: the host checks their number.
+    m, labels, value = body["metric"], body["labels"], body["value"]
+    if m == "hits":
+        HITS.labels(*labels).inc(value)
+    elif m == "level":
+        LEVEL.labels(*labels).set(value)
+    elif m == "size":
+        SIZE.labels(*labels).observe(value)
+    else:
+        raise kiwano.Error.bad_request(f"no metric {m}")
+    return {"recorded": m}
 
 
 @server.remote("remote.add")

@@ -63,6 +63,7 @@ class Conformance(unittest.TestCase):
                 ("conf.kickusers", "request"),
                 ("conf.leave", "request"),
                 ("conf.members", "request"),
+                ("conf.metric", "request"),
                 ("conf.note", "notify"),
                 ("conf.push", "request"),
                 ("conf.rpc", "request"),
@@ -74,8 +75,57 @@ class Conformance(unittest.TestCase):
         )
         self.assertEqual((d.remotes, d.affinity), (["remote.add", "remote.fail"], None))
 
-    def test_init_does_nothing(self):
+    def test_init_does_nothing_but_declare_the_metrics(self):
         self.assertEqual((testing.groups(), testing.logs()), ([], []))
+        self.assertEqual(
+            testing.declared_metrics(),
+            [
+                testing.MockMetric(0, "conf_hits", "Hits by color", "counter", ("color",), ()),
+                testing.MockMetric(1, "conf_level", "Level", "gauge", (), ()),
+                testing.MockMetric(2, "conf_size", "Sizes", "histogram", ("kind",), (1.0, 10.0, 100.0)),
+            ],
+        )
+
+    def test_metric(self):
+        a = MockSession(1)
+        self.assertEqual(self.handle(a, "conf.metric", b'{"labels":["red"],"metric":"hits","value":2}'), b'{"recorded":"hits"}')
+        self.handle(a, "conf.metric", b'{"labels":["red"],"metric":"hits","value":0.5}')
+        self.assertEqual(testing.metric_value("conf_hits", ("red",)), 2.5)
+        self.assertEqual(self.handle(a, "conf.metric", b'{"labels":[],"metric":"level","value":-3}'), b'{"recorded":"level"}')
+        self.assertEqual(testing.metric_value("conf_level"), -3.0)
+        self.assertEqual(self.handle(a, "conf.metric", b'{"labels":["small"],"metric":"size","value":7}'), b'{"recorded":"size"}')
+        self.assertEqual(testing.histogram("conf_size", ("small",)), (1, 7.0))
+        # Host errors as they are: the label values go to the host uncounted.
+        cases = [
+            (b'{"labels":[],"metric":"hits","value":1}', 'metric "conf_hits" has labels [color]: 0 values given'),
+            (b'{"labels":["a","b"],"metric":"hits","value":1}', 'metric "conf_hits" has labels [color]: 2 values given'),
+            (b'{"labels":["red"],"metric":"hits","value":-1}', 'metric "conf_hits": a counter only goes up (add -1)'),
+            (b'{"labels":["x"],"metric":"level","value":1}', 'metric "conf_level" has labels []: 1 values given'),
+            (b'{"labels":[],"metric":"size","value":1}', 'metric "conf_size" has labels [kind]: 0 values given'),
+        ]
+        for body, msg in cases:
+            self.assertEqual(self.refused(a, "conf.metric", body), kiwano.Error("PIT-400", msg))
+        self.assertEqual(
+            self.refused(a, "conf.metric", b'{"labels":[],"metric":"other","value":1}'),
+            kiwano.Error("PIT-400", "no metric other"),
+        )
+        self.assertEqual(testing.metric_value("conf_hits", ("red",)), 2.5)
+
+    def test_metric_series_limit(self):
+        # kiwano.toml: max_metric_series = 3 for conf.
+        testing.set_max_metric_series(3)
+        a = MockSession(1)
+        for color in ("red", "green", "blue"):
+            self.handle(a, "conf.metric", b'{"labels":["%s"],"metric":"hits","value":1}' % color.encode())
+        self.handle(a, "conf.metric", b'{"labels":["red"],"metric":"hits","value":1}')
+        self.assertEqual(
+            self.refused(a, "conf.metric", b'{"labels":[],"metric":"level","value":1}'),
+            kiwano.Error(
+                "PIT-500",
+                "metric series limit reached: server type test records at most 3 series (servers.test.max_metric_series)",
+            ),
+        )
+        self.assertEqual(testing.metric_value("conf_hits", ("red",)), 2.0)
 
     def test_echo(self):
         a = MockSession(1)

@@ -7,11 +7,16 @@
 
 use std::time::Duration;
 
+use kiwano_guest::metrics::{Counter, Gauge, Histogram};
 use kiwano_guest::{Context, Error, Server, groups, rpc, timers, users};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 const LOBBY: &str = "lobby";
+
+static HITS: Counter = Counter::new("conf_hits", "Hits by color", &["color"]);
+static LEVEL: Gauge = Gauge::new("conf_level", "Level", &[]);
+static SIZE: Histogram = Histogram::new("conf_size", "Sizes", &["kind"], &[1.0, 10.0, 100.0]);
 
 /// The session's uid; `CF-002` when it has none.
 fn bound_uid(ctx: &Context) -> Result<String, Error> {
@@ -66,6 +71,25 @@ struct Uids {
 struct Sum {
     a: i64,
     b: i64,
+}
+
+#[derive(Deserialize)]
+struct Record {
+    labels: Vec<String>,
+    metric: String,
+    value: f64,
+}
+
+/// `conf.metric`: one recording, the host's error as is.
+fn record(_: &Context, r: Record) -> Result<Value, Error> {
+    let labels: Vec<&str> = r.labels.iter().map(String::as_str).collect();
+    match r.metric.as_str() {
+        "hits" => HITS.add(&labels, r.value)?,
+        "level" => LEVEL.set(&labels, r.value)?,
+        "size" => SIZE.observe(&labels, r.value)?,
+        other => return Err(Error::bad_request(format!("no metric {other}"))),
+    }
+    Ok(json!({"recorded": r.metric}))
 }
 
 #[derive(Deserialize)]
@@ -181,6 +205,7 @@ fn server() -> Server {
         .request("conf.rpc", |_, s: Sum| Ok(json!({"remote": rpc::call::<_, Value>("confback.remote.add", &s)?})))
         .request("conf.rpcfail", |_, _: Value| rpc::call::<_, Value>("confback.remote.fail", &json!({})))
         .request("conf.timer", set_timer)
+        .request("conf.metric", record)
         .request("conf.handshake", |ctx, _: Value| {
             let hs = ctx.handshake();
             Ok(Handshake { platform: hs["sys"]["platform"].clone(), user: hs["user"].clone() })

@@ -9,6 +9,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 static INSTANCE: AtomicU32 = AtomicU32::new(u32::MAX);
+/// `test.metric`'s own metrics.
+static REQUESTS: kiwano_guest::metrics::Counter = kiwano_guest::metrics::Counter::new("testbed_requests", "test.metric requests, by kind", &["kind"]);
+static PAYLOAD: kiwano_guest::metrics::Histogram =
+    kiwano_guest::metrics::Histogram::new("testbed_payload_bytes", "test.metric payload sizes", &[], &[4.0, 64.0]);
 static SERVER_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn text(body: &[u8]) -> String {
@@ -202,6 +206,12 @@ struct Sum {
 
 fn handlers(s: Server) -> Server {
     s.request_raw("test.echo", |_, b| Ok(b.to_vec()))
+        // The guest's own metrics: a request of kind <body> and its size; the host's error as is.
+        .request_raw("test.metric", |_, b| {
+            REQUESTS.inc(&[&text(b)])?;
+            PAYLOAD.observe(&[], b.len() as f64)?;
+            Ok(b"counted".to_vec())
+        })
         // Which build this is (hot reload tests build the testbed again with TESTBED_VERSION).
         .request_raw("test.version", |_, _| Ok(option_env!("TESTBED_VERSION").unwrap_or("1").as_bytes().to_vec()))
         .request_raw(

@@ -1,0 +1,522 @@
+//! Guests' own metrics (the WIT `metrics` interface, `kiwano:server@0.1.2`).
+//!
+//! A guest declares a metric by a [`GuestSpec`]; it is exported as `kiwano_guest_<name>` (a
+//! counter's name ends in `_total`) with the label `server_type` before the guest's own. What a
+//! guest may declare and record is checked here, whatever the exporter (and with metrics
+//! disabled, so that a guest behaves the same either way), and bounded: at most
+//! [`MAX_METRICS`] metrics and a configured number of series per server type, and label values of
+//! at most [`MAX_LABEL_VALUE`] bytes — a mod cannot grow the registry without bound.
+//!
+//! A name is one metric for the whole process: server types declaring the same name must declare
+//! the same spec, and a changed spec (a new version of the component, hot reloaded) is refused
+//! until a restart, as a Prometheus registry cannot hold two families of one name.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::{Series, SeriesHandle, Sink};
+
+/// Metrics one server type may declare.
+pub const MAX_METRICS: usize = 128;
+/// Label names one metric may have (beside `server_type`).
+pub const MAX_LABELS: usize = 8;
+/// Longest name, of a metric or a label, in bytes.
+pub const MAX_NAME: usize = 64;
+/// Longest help text, in bytes.
+pub const MAX_HELP: usize = 256;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE: usize = 128;
+/// Most buckets of a histogram.
+pub const MAX_BUCKETS: usize = 32;
+/// A histogram's buckets when its spec gives none (Prometheus's defaults, in seconds).
+pub const DEFAULT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// The prefix of every exported guest metric.
+pub const PREFIX: &str = "kiwano_guest_";
+/// Label names a guest may not use: the host's own and those of the exposition format.
+const RESERVED: &[&str] = &["server_type", "game", "le", "quantile"];
+
+/// The type of a guest metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations counted into buckets.
+    Histogram,
+}
+
+impl GuestKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
+/// A metric as a guest declares it (the WIT `metric-spec`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestSpec {
+    /// `[a-z][a-z0-9_]*`, at most [`MAX_NAME`] bytes.
+    pub name: String,
+    /// 1 to [`MAX_HELP`] bytes.
+    pub help: String,
+    /// Counter, gauge or histogram.
+    pub kind: GuestKind,
+    /// Label names.
+    pub labels: Vec<String>,
+    /// A histogram's bucket upper bounds; empty: [`DEFAULT_BUCKETS`].
+    pub buckets: Vec<f64>,
+}
+
+/// A family declared at run time, as an exporter registers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicFamily {
+    /// The exported name, e.g. `kiwano_guest_kills_total`.
+    pub name: String,
+    /// The `# HELP` text.
+    pub help: String,
+    /// Counter, gauge or histogram.
+    pub kind: GuestKind,
+    /// Label names, `server_type` first.
+    pub labels: Vec<String>,
+    /// A histogram's bucket upper bounds (empty for the others).
+    pub buckets: Vec<f64>,
+}
+
+/// The series of a [`DynamicFamily`], registered with an exporter.
+pub trait Vector: Send + Sync {
+    /// The series of `labels` (one value per label name, `server_type` first); `None` when the
+    /// exporter refuses them (its reason logged).
+    fn series(&self, labels: &[&str]) -> Option<Arc<dyn Series>>;
+}
+
+/// Why a guest's declaration or recording was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestMetricError {
+    /// A limit of the server type was reached (Pitaya's `PIT-500`), rather than a mistake of
+    /// the guest (`PIT-400`).
+    pub limit: bool,
+    /// What is wrong, naming the metric.
+    pub msg: String,
+}
+
+impl std::fmt::Display for GuestMetricError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for GuestMetricError {}
+
+fn bad(msg: String) -> GuestMetricError {
+    GuestMetricError { limit: false, msg }
+}
+
+/// One declared metric, shared by the server types declaring it.
+struct Declared {
+    /// The name as declared first.
+    name: String,
+    family: DynamicFamily,
+    /// Who declared it first.
+    owner: String,
+    /// `None` with metrics disabled.
+    vector: Option<Arc<dyn Vector>>,
+}
+
+/// The process's guest metrics, by exported name.
+#[derive(Default)]
+pub(crate) struct Registry {
+    families: Mutex<HashMap<String, Arc<Declared>>>,
+    scopes: Mutex<HashMap<String, GuestMetrics>>,
+}
+
+/// One server type's guest metrics: what its instances (of every version) declare and record,
+/// with its limits. Cheap to clone.
+#[derive(Clone)]
+pub struct GuestMetrics(Arc<Scope>);
+
+impl std::fmt::Debug for GuestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestMetrics").field("server_type", &self.0.server_type).field("max_series", &self.0.max_series).finish()
+    }
+}
+
+struct Scope {
+    server_type: String,
+    max_series: usize,
+    registry: Arc<Registry>,
+    sink: Option<Arc<dyn Sink>>,
+    state: Mutex<ScopeState>,
+}
+
+#[derive(Default)]
+struct ScopeState {
+    /// By id.
+    metrics: Vec<Arc<Declared>>,
+    /// Exported name → id.
+    ids: HashMap<String, u32>,
+    /// By id, then label values.
+    series: Vec<HashMap<Vec<String>, SeriesHandle>>,
+    /// Series over all metrics.
+    count: usize,
+    /// Whether the operator was told that the series limit was reached.
+    told: bool,
+}
+
+impl Registry {
+    /// The scope of `server_type`, made on first use with `max_series`.
+    pub(crate) fn scope(self: &Arc<Self>, sink: Option<Arc<dyn Sink>>, server_type: &str, max_series: usize) -> GuestMetrics {
+        self.scopes
+            .lock()
+            .entry(server_type.to_owned())
+            .or_insert_with(|| {
+                GuestMetrics(Arc::new(Scope {
+                    server_type: server_type.to_owned(),
+                    max_series,
+                    registry: self.clone(),
+                    sink,
+                    state: Mutex::new(ScopeState::default()),
+                }))
+            })
+            .clone()
+    }
+}
+
+/// Whether `s` is `[a-z][a-z0-9_]*` of at most [`MAX_NAME`] bytes.
+fn is_name(s: &str) -> bool {
+    s.len() <= MAX_NAME
+        && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Checks a spec and gives its exported family (`reserved`: the exporter's constant labels).
+fn family(spec: &GuestSpec, reserved: &[String]) -> Result<DynamicFamily, GuestMetricError> {
+    let name = &spec.name;
+    if !is_name(name) {
+        return Err(bad(format!("metric name {name:?} must match [a-z][a-z0-9_]* and be at most {MAX_NAME} bytes")));
+    }
+    if ["_bucket", "_count", "_sum"].iter().any(|s| name.ends_with(s)) {
+        return Err(bad(format!("metric name {name:?} must not end in _bucket, _count or _sum")));
+    }
+    if spec.kind != GuestKind::Counter && name.ends_with("_total") {
+        return Err(bad(format!("metric name {name:?}: only a counter's name may end in _total")));
+    }
+    if spec.help.is_empty() {
+        return Err(bad(format!("metric {name:?}: help must not be empty")));
+    }
+    if spec.help.len() > MAX_HELP {
+        return Err(bad(format!("metric {name:?}: help of {} bytes is over {MAX_HELP}", spec.help.len())));
+    }
+    if spec.labels.len() > MAX_LABELS {
+        return Err(bad(format!("metric {name:?}: at most {MAX_LABELS} labels")));
+    }
+    for (i, label) in spec.labels.iter().enumerate() {
+        if !is_name(label) {
+            return Err(bad(format!("metric {name:?}: label name {label:?} must match [a-z][a-z0-9_]* and be at most {MAX_NAME} bytes")));
+        }
+        if RESERVED.contains(&label.as_str()) || reserved.contains(label) {
+            return Err(bad(format!("metric {name:?}: label name {label:?} is reserved")));
+        }
+        if spec.labels[..i].contains(label) {
+            return Err(bad(format!("metric {name:?}: label name {label:?} appears twice")));
+        }
+    }
+    let buckets = match spec.kind {
+        GuestKind::Histogram if spec.buckets.is_empty() => DEFAULT_BUCKETS.to_vec(),
+        GuestKind::Histogram => {
+            let increasing = spec.buckets.windows(2).all(|w| w[0] < w[1]);
+            if spec.buckets.len() > MAX_BUCKETS || !increasing || spec.buckets.iter().any(|b| !b.is_finite()) {
+                return Err(bad(format!("metric {name:?}: buckets must be finite and increasing, at most {MAX_BUCKETS}")));
+            }
+            spec.buckets.clone()
+        }
+        _ if !spec.buckets.is_empty() => return Err(bad(format!("metric {name:?}: only a histogram has buckets"))),
+        _ => Vec::new(),
+    };
+    let exported = match spec.kind {
+        GuestKind::Counter if !name.ends_with("_total") => format!("{PREFIX}{name}_total"),
+        _ => format!("{PREFIX}{name}"),
+    };
+    if crate::families::ALL.iter().any(|f| f.name == exported) {
+        return Err(bad(format!("metric name {name:?}: {exported} is one of the host's own metrics")));
+    }
+    let mut labels = Vec::with_capacity(spec.labels.len() + 1);
+    labels.push("server_type".to_owned());
+    labels.extend(spec.labels.iter().cloned());
+    Ok(DynamicFamily { name: exported, help: spec.help.clone(), kind: spec.kind, labels, buckets })
+}
+
+/// What recording a value does.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Add,
+    Set,
+    Observe,
+}
+
+impl GuestMetrics {
+    /// A scope that exports nothing (tests and benchmarks of the runtime): everything is checked
+    /// as with an exporter.
+    pub fn detached(server_type: &str, max_series: usize) -> Self {
+        Arc::new(Registry::default()).scope(None, server_type, max_series)
+    }
+
+    /// The server type.
+    pub fn server_type(&self) -> &str {
+        &self.0.server_type
+    }
+
+    /// Declares a metric; returns its id, the same for every declaration of the same spec by
+    /// this server type.
+    ///
+    /// # Errors
+    /// A spec breaking the rules of the WIT `metric-spec`, one differing from an earlier
+    /// declaration of its name, or (`limit`) the server type's [`MAX_METRICS`]-th metric.
+    pub fn declare(&self, spec: &GuestSpec) -> Result<u32, GuestMetricError> {
+        let scope = &*self.0;
+        let reserved = scope.sink.as_ref().map(|s| s.const_labels()).unwrap_or_default();
+        let family = family(spec, &reserved)?;
+        let mut state = scope.state.lock();
+        if let Some(&id) = state.ids.get(&family.name) {
+            let known = &state.metrics[id as usize];
+            return if known.family == family { Ok(id) } else { Err(changed(&spec.name, &known.owner)) };
+        }
+        if state.metrics.len() >= MAX_METRICS {
+            return Err(GuestMetricError {
+                limit: true,
+                msg: format!("metric limit reached: server type {} declares at most {MAX_METRICS} metrics", scope.server_type),
+            });
+        }
+        let declared = {
+            let mut families = scope.registry.families.lock();
+            match families.get(&family.name) {
+                Some(known) if known.family == family => known.clone(),
+                Some(known) => return Err(changed(&spec.name, &known.owner)),
+                None => {
+                    let vector = match &scope.sink {
+                        Some(sink) => Some(sink.register(&family).map_err(|e| bad(format!("metric {:?}: cannot be exported: {e}", spec.name)))?),
+                        None => None,
+                    };
+                    let d = Arc::new(Declared { name: spec.name.clone(), family: family.clone(), owner: scope.server_type.clone(), vector });
+                    families.insert(family.name.clone(), d.clone());
+                    d
+                }
+            }
+        };
+        let id = u32::try_from(state.metrics.len()).unwrap_or(u32::MAX);
+        state.ids.insert(family.name, id);
+        state.metrics.push(declared);
+        state.series.push(HashMap::new());
+        Ok(id)
+    }
+
+    /// Adds `v` to a counter (`v` ≥ 0) or a gauge series.
+    ///
+    /// # Errors
+    /// See [`GuestMetrics::record`].
+    pub fn add(&self, id: u32, labels: &[String], v: f64) -> Result<(), GuestMetricError> {
+        self.record(Op::Add, id, labels, v)
+    }
+
+    /// Sets a gauge series.
+    ///
+    /// # Errors
+    /// See [`GuestMetrics::record`].
+    pub fn set(&self, id: u32, labels: &[String], v: f64) -> Result<(), GuestMetricError> {
+        self.record(Op::Set, id, labels, v)
+    }
+
+    /// Observes `v` into a histogram series.
+    ///
+    /// # Errors
+    /// See [`GuestMetrics::record`].
+    pub fn observe(&self, id: u32, labels: &[String], v: f64) -> Result<(), GuestMetricError> {
+        self.record(Op::Observe, id, labels, v)
+    }
+
+    /// Records `v` into the series of `labels` of metric `id`.
+    ///
+    /// Errors: an unknown id, an operation its kind lacks, a wrong number of label values, a
+    /// value over [`MAX_LABEL_VALUE`] bytes, a value not finite, a counter going down, and
+    /// (`limit`) a new series past the server type's limit.
+    fn record(&self, op: Op, id: u32, labels: &[String], v: f64) -> Result<(), GuestMetricError> {
+        let scope = &*self.0;
+        let mut state = scope.state.lock();
+        let state = &mut *state;
+        let Some(metric) = state.metrics.get(id as usize) else { return Err(bad(format!("no metric with id {id}"))) };
+        let name = &metric.name;
+        let family = &metric.family;
+        let fits = matches!(
+            (family.kind, op),
+            (GuestKind::Counter, Op::Add) | (GuestKind::Gauge, Op::Add | Op::Set) | (GuestKind::Histogram, Op::Observe)
+        );
+        if !fits {
+            let how = match family.kind {
+                GuestKind::Counter => "add",
+                GuestKind::Gauge => "add or set",
+                GuestKind::Histogram => "observe",
+            };
+            return Err(bad(format!("metric {name:?} is a {}: record it with {how}", family.kind.name())));
+        }
+        let own = &family.labels[1..];
+        if labels.len() != own.len() {
+            return Err(bad(format!("metric {name:?} has labels [{}]: {} values given", own.join(", "), labels.len())));
+        }
+        if let Some(long) = labels.iter().find(|l| l.len() > MAX_LABEL_VALUE) {
+            return Err(bad(format!("metric {name:?}: a label value of {} bytes is over {MAX_LABEL_VALUE}", long.len())));
+        }
+        if !v.is_finite() {
+            return Err(bad(format!("metric {name:?}: the value must be finite")));
+        }
+        if family.kind == GuestKind::Counter && v < 0.0 {
+            return Err(bad(format!("metric {name:?}: a counter only goes up (add {v})")));
+        }
+        let series = &mut state.series[id as usize];
+        let handle = match series.get(labels) {
+            Some(h) => h,
+            None => {
+                if state.count >= scope.max_series {
+                    let msg = format!(
+                        "metric series limit reached: server type {0} records at most {1} series (servers.{0}.max_metric_series)",
+                        scope.server_type, scope.max_series
+                    );
+                    if !std::mem::replace(&mut state.told, true) {
+                        tracing::warn!(server_type = %scope.server_type, "{msg}; further new series are refused");
+                    }
+                    return Err(GuestMetricError { limit: true, msg });
+                }
+                let handle = metric.vector.as_ref().map_or_else(SeriesHandle::default, |vector| {
+                    let mut values: Vec<&str> = Vec::with_capacity(labels.len() + 1);
+                    values.push(&scope.server_type);
+                    values.extend(labels.iter().map(String::as_str));
+                    SeriesHandle(vector.series(&values))
+                });
+                state.count += 1;
+                series.entry(labels.to_vec()).or_insert(handle)
+            }
+        };
+        match op {
+            Op::Add => handle.add(v),
+            Op::Set => handle.set(v),
+            Op::Observe => handle.observe(v),
+        }
+        Ok(())
+    }
+}
+
+fn changed(name: &str, owner: &str) -> GuestMetricError {
+    bad(format!(
+        "metric {name:?} is already declared with other labels, kind, help or buckets (by server type {owner}); a changed metric needs a new name, or a restart"
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, kind: GuestKind, labels: &[&str]) -> GuestSpec {
+        GuestSpec { name: name.into(), help: "help".into(), kind, labels: labels.iter().map(|l| (*l).to_owned()).collect(), buckets: Vec::new() }
+    }
+
+    fn refused(r: Result<u32, GuestMetricError>) -> String {
+        let e = r.expect_err("refused");
+        assert!(!e.limit, "{e}");
+        e.msg
+    }
+
+    fn values(v: &[&str]) -> Vec<String> {
+        v.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    #[test]
+    fn specs_are_checked_with_messages_naming_the_metric() {
+        let m = GuestMetrics::detached("room", 10);
+        let c = GuestKind::Counter;
+        assert_eq!(refused(m.declare(&spec("Kills", c, &[]))), r#"metric name "Kills" must match [a-z][a-z0-9_]* and be at most 64 bytes"#);
+        assert!(refused(m.declare(&spec(&"k".repeat(65), c, &[]))).ends_with(r#"kkk" must match [a-z][a-z0-9_]* and be at most 64 bytes"#));
+        assert_eq!(refused(m.declare(&spec("", c, &[]))), r#"metric name "" must match [a-z][a-z0-9_]* and be at most 64 bytes"#);
+        assert_eq!(refused(m.declare(&spec("hits_sum", c, &[]))), r#"metric name "hits_sum" must not end in _bucket, _count or _sum"#);
+        assert_eq!(refused(m.declare(&spec("level_total", GuestKind::Gauge, &[]))), r#"metric name "level_total": only a counter's name may end in _total"#);
+        assert_eq!(
+            refused(m.declare(&spec("call_duration_seconds", GuestKind::Histogram, &["route"]))),
+            r#"metric name "call_duration_seconds": kiwano_guest_call_duration_seconds is one of the host's own metrics"#
+        );
+        assert_eq!(refused(m.declare(&GuestSpec { help: String::new(), ..spec("a", c, &[]) })), r#"metric "a": help must not be empty"#);
+        assert_eq!(refused(m.declare(&GuestSpec { help: "h".repeat(257), ..spec("a", c, &[]) })), r#"metric "a": help of 257 bytes is over 256"#);
+        assert_eq!(refused(m.declare(&spec("a", c, &["a", "b", "c", "d", "e", "f", "g", "h", "i"]))), r#"metric "a": at most 8 labels"#);
+        assert_eq!(refused(m.declare(&spec("a", c, &["Weapon"]))), r#"metric "a": label name "Weapon" must match [a-z][a-z0-9_]* and be at most 64 bytes"#);
+        assert_eq!(refused(m.declare(&spec("a", c, &["server_type"]))), r#"metric "a": label name "server_type" is reserved"#);
+        assert_eq!(refused(m.declare(&spec("a", c, &["le"]))), r#"metric "a": label name "le" is reserved"#);
+        assert_eq!(refused(m.declare(&spec("a", c, &["x", "x"]))), r#"metric "a": label name "x" appears twice"#);
+        assert_eq!(refused(m.declare(&GuestSpec { buckets: vec![1.0], ..spec("a", c, &[]) })), r#"metric "a": only a histogram has buckets"#);
+        for buckets in [vec![2.0, 1.0], vec![1.0, f64::INFINITY], vec![1.0, 1.0], (0..33).map(f64::from).collect()] {
+            let s = GuestSpec { buckets, ..spec("a", GuestKind::Histogram, &[]) };
+            assert_eq!(refused(m.declare(&s)), r#"metric "a": buckets must be finite and increasing, at most 32"#);
+        }
+        // Nothing refused took an id.
+        assert_eq!(m.declare(&spec("kills", c, &["weapon"])), Ok(0));
+    }
+
+    #[test]
+    fn a_name_is_one_metric_for_every_instance_version_and_server_type() {
+        let metrics = crate::Metrics::disabled();
+        let room = metrics.guest("room", 10);
+        let kills = spec("kills", GuestKind::Counter, &["weapon"]);
+        assert_eq!(room.declare(&kills), Ok(0));
+        assert_eq!(metrics.guest("room", 99).declare(&kills), Ok(0), "the same scope, the same id");
+        assert_eq!(room.declare(&spec("kills_total", GuestKind::Counter, &["weapon"])), Ok(0), "the exported name is the same");
+        assert_eq!(room.declare(&spec("level", GuestKind::Gauge, &[])), Ok(1));
+        let lobby = metrics.guest("lobby", 10);
+        assert_eq!(lobby.declare(&spec("level", GuestKind::Gauge, &[])), Ok(0), "ids are per server type");
+        assert_eq!(lobby.declare(&kills), Ok(1));
+        let changed = r#"metric "kills" is already declared with other labels, kind, help or buckets (by server type room); a changed metric needs a new name, or a restart"#;
+        assert_eq!(refused(lobby.declare(&spec("kills", GuestKind::Counter, &["weapon", "map"]))), changed);
+        assert_eq!(refused(room.declare(&GuestSpec { help: "other".into(), ..kills.clone() })), changed);
+        let fresh = metrics.guest("shop", 10);
+        assert_eq!(fresh.declare(&spec("kills", GuestKind::Gauge, &["weapon"])), Ok(0), "a gauge kiwano_guest_kills is another name");
+        assert_eq!(refused(fresh.declare(&spec("kills", GuestKind::Counter, &["map"]))), r#"metric "kills" is already declared with other labels, kind, help or buckets (by server type room); a changed metric needs a new name, or a restart"#);
+    }
+
+    #[test]
+    fn recordings_are_checked_and_series_are_capped_per_server_type() {
+        let m = GuestMetrics::detached("room", 3);
+        let kills = m.declare(&spec("kills", GuestKind::Counter, &["weapon"])).unwrap();
+        let level = m.declare(&spec("level", GuestKind::Gauge, &[])).unwrap();
+        let size = m.declare(&spec("size", GuestKind::Histogram, &["kind"])).unwrap();
+        let msg = |r: Result<(), GuestMetricError>| r.expect_err("refused").msg;
+        assert_eq!(msg(m.add(9, &[], 1.0)), "no metric with id 9");
+        assert_eq!(msg(m.set(kills, &values(&["axe"]), 1.0)), r#"metric "kills" is a counter: record it with add"#);
+        assert_eq!(msg(m.observe(level, &[], 1.0)), r#"metric "level" is a gauge: record it with add or set"#);
+        assert_eq!(msg(m.add(size, &values(&["a"]), 1.0)), r#"metric "size" is a histogram: record it with observe"#);
+        assert_eq!(msg(m.add(kills, &values(&["axe", "x"]), 1.0)), r#"metric "kills" has labels [weapon]: 2 values given"#);
+        assert_eq!(msg(m.add(kills, &values(&[&"x".repeat(129)]), 1.0)), r#"metric "kills": a label value of 129 bytes is over 128"#);
+        assert_eq!(msg(m.add(kills, &values(&["axe"]), f64::NAN)), r#"metric "kills": the value must be finite"#);
+        assert_eq!(msg(m.add(kills, &values(&["axe"]), -1.0)), r#"metric "kills": a counter only goes up (add -1)"#);
+        assert_eq!(m.add(kills, &values(&["axe"]), 2.0), Ok(()));
+        assert_eq!(m.add(kills, &values(&["axe"]), 1.0), Ok(()), "a known series");
+        assert_eq!(m.set(level, &[], -4.5), Ok(()));
+        assert_eq!(m.observe(size, &values(&["small"]), 5.0), Ok(()));
+        let over = m.add(kills, &values(&["bow"]), 1.0).expect_err("a fourth series");
+        assert!(over.limit);
+        assert_eq!(over.msg, "metric series limit reached: server type room records at most 3 series (servers.room.max_metric_series)");
+        assert_eq!(m.add(kills, &values(&["axe"]), 1.0), Ok(()), "known series still record");
+    }
+
+    #[test]
+    fn a_server_type_declares_at_most_max_metrics() {
+        let m = GuestMetrics::detached("room", 10);
+        for i in 0..MAX_METRICS {
+            assert_eq!(m.declare(&spec(&format!("m{i}"), GuestKind::Gauge, &[])), Ok(i as u32));
+        }
+        let e = m.declare(&spec("one_more", GuestKind::Gauge, &[])).expect_err("over");
+        assert!(e.limit);
+        assert_eq!(e.msg, "metric limit reached: server type room declares at most 128 metrics");
+        assert_eq!(m.declare(&spec("m7", GuestKind::Gauge, &[])), Ok(7), "a known one is still found");
+    }
+}
