@@ -195,6 +195,14 @@ impl Drop for KiwanoProcess {
 fn listening(logs: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for line in logs.lines().filter(|l| l.contains("listening")) {
+        // A text line's `kind=Tcp address=…`, or a JSON line's `"kind":"Tcp","address":"…"`.
+        let json: Option<serde_json::Value> = serde_json::from_str(line).ok();
+        if let Some(f) = json.as_ref().map(|j| &j["fields"]) {
+            if let (Some(kind), Some(addr)) = (f["kind"].as_str(), f["address"].as_str()) {
+                out.insert(kind.to_owned(), addr.to_owned());
+            }
+            continue;
+        }
         let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_owned);
         if let (Some(kind), Some(addr)) = (field("kind="), field("address=")) {
             out.insert(kind, addr);

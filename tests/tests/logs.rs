@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kiwano_tests::*;
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 fn warnings(logs: &str) -> Vec<&str> {
@@ -47,15 +48,24 @@ async fn ordinary_disconnects_are_quiet_and_faults_are_summarised() {
     assert!(summary.contains("protocol error ×49") && summary.contains("notify failed ×4"), "{summary}");
 }
 
-/// `[log] format = "json"`: one JSON object per line, the record's fields as fields; a call's
-/// failure names its server type, route and session.
+/// `[log] format = "json"`: one JSON object per line, the record's fields as fields; a guest's
+/// line names its server type, route, session and uid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_log_is_one_object_per_line_with_the_fields() {
     let p = kiwano_tests::process::KiwanoProcess::start("json-log", "[log]\nformat = \"json\"\n", "instances = 1").await;
+    let mut c = Client::connect(p.addr("Tcp"), Transport::Tcp, None).await.expect("connects");
+    c.handshake(&serde_json::json!({"sys": {"platform": "logs"}})).await.expect("handshake");
+    assert_eq!(&c.request("test.bind", b"zoe").await.unwrap().data[..], b"bound");
+    let session: u64 = String::from_utf8_lossy(&c.request("test.sessionid", b"").await.unwrap().data).parse().expect("a session id");
+    c.request("test.log", b"hi").await.unwrap();
+    eventually("the guest's line logged", Duration::from_secs(10), || p.logs().contains("guest says hi")).await;
     let logs = p.logs();
     let records: Vec<serde_json::Value> = logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     let listening = records.iter().find(|r| r["fields"]["message"] == "listening").expect("a listening record");
     assert_eq!(listening["level"], "INFO");
     assert_eq!(listening["fields"]["server_type"], "testbed");
+    let said = records.iter().find(|r| r["fields"]["message"] == "guest says hi").expect("the guest's record");
+    let f = &said["fields"];
+    assert_eq!((&f["server_type"], &f["route"], &f["session"], &f["uid"]), (&json!("testbed"), &json!("test.log"), &json!(session), &json!("zoe")), "{said}");
     assert!(!logs.contains('\u{1b}'), "no terminal colour codes in a file: {logs}");
 }

@@ -217,7 +217,26 @@ pub(crate) struct LogTag {
     pub instance: u32,
     pub route: String,
     pub session: u64,
+    /// The session of the call in progress, whose uid is read when a line is written.
+    pub who: Who,
     pub budget: OutputBudget,
+}
+
+/// The session of a call, for its log lines' `uid`; none for calls without one.
+#[derive(Clone, Default)]
+pub(crate) struct Who(pub Option<Arc<dyn SessionHandle>>);
+
+impl std::fmt::Debug for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Who").field(&self.0.as_ref().map(|s| s.id())).finish()
+    }
+}
+
+impl Who {
+    /// The uid bound to the session now, if any.
+    pub(crate) fn uid(&self) -> Option<String> {
+        self.0.as_ref().and_then(|s| s.uid())
+    }
 }
 
 impl LogTag {
@@ -227,6 +246,7 @@ impl LogTag {
             instance,
             route: String::new(),
             session: 0,
+            who: Who::default(),
             budget: OutputBudget::new(lines_per_second, (limits.log_lines, limits.log_bytes)),
         }
     }
@@ -498,13 +518,13 @@ fn emit(tag: &mut LogTag, level: types::Level, msg: &str) {
         return;
     }
     report_dropped(tag);
-    let (t, i, r, s) = (&*tag.server_type, tag.instance, tag.route.as_str(), tag.session);
+    let (t, i, r, s, u) = (&*tag.server_type, tag.instance, tag.route.as_str(), tag.session, tag.who.uid());
     match level {
-        types::Level::Trace => tracing::trace!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
-        types::Level::Debug => tracing::debug!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
-        types::Level::Info => tracing::info!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
-        types::Level::Warn => tracing::warn!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
-        types::Level::Error => tracing::error!(target: "guest", server_type = t, instance = i, route = r, session = s, "{msg}"),
+        types::Level::Trace => tracing::trace!(target: "guest", server_type = t, instance = i, route = r, session = s, uid = u, "{msg}"),
+        types::Level::Debug => tracing::debug!(target: "guest", server_type = t, instance = i, route = r, session = s, uid = u, "{msg}"),
+        types::Level::Info => tracing::info!(target: "guest", server_type = t, instance = i, route = r, session = s, uid = u, "{msg}"),
+        types::Level::Warn => tracing::warn!(target: "guest", server_type = t, instance = i, route = r, session = s, uid = u, "{msg}"),
+        types::Level::Error => tracing::error!(target: "guest", server_type = t, instance = i, route = r, session = s, uid = u, "{msg}"),
     }
 }
 
@@ -518,9 +538,9 @@ pub(crate) fn report_dropped(tag: &mut LogTag) {
     tag.budget.reported = Some(now);
     let (lines, bytes) = (std::mem::take(&mut tag.budget.dropped_lines), std::mem::take(&mut tag.budget.dropped_bytes));
     if lines > 0 {
-        let (t, i, r, s, rate) = (&*tag.server_type, tag.instance, tag.route.as_str(), tag.session, tag.budget.rate);
+        let (t, i, r, s, u, rate) = (&*tag.server_type, tag.instance, tag.route.as_str(), tag.session, tag.who.uid(), tag.budget.rate);
         tracing::warn!(
-            target: "guest", server_type = t, instance = i, route = r, session = s,
+            target: "guest", server_type = t, instance = i, route = r, session = s, uid = u,
             "guest output over its limit of {rate} lines/s: {lines} lines ({bytes} bytes) dropped (or over the {} lines or {} bytes one call may write)",
             tag.budget.call_max.0, tag.budget.call_max.1
         );

@@ -568,17 +568,18 @@ impl Worker {
         }
     }
 
-    fn set_tag(&self, route: &str, session: u64) {
+    fn set_tag(&self, route: &str, session: Option<&Arc<dyn SessionHandle>>) {
         let mut tag = self.tag.lock();
         tag.route.clear();
         tag.route.push_str(route);
-        tag.session = session;
+        tag.session = session.map_or(0, |s| s.id());
+        tag.who = crate::host::Who(session.cloned());
         tag.budget.new_call();
     }
 
     /// Creates a fresh instance and runs its `init`.
     fn instantiate(&self) -> Result<Slot, String> {
-        self.set_tag("init", 0);
+        self.set_tag("init", None);
         let mut state = HostState::new(
             self.tag.clone(),
             self.config.memory_limit,
@@ -694,7 +695,7 @@ impl Worker {
                 }
             }
             Msg::Shutdown(done) => {
-                self.set_tag("shutdown", 0);
+                self.set_tag("shutdown", None);
                 if let Some(slot) = self.slot.as_mut() {
                     slot.store.set_epoch_deadline(self.deadline_ticks.saturating_mul(10));
                     if let Err(e) = slot.bindings.kiwano_server_guest().call_shutdown(&mut slot.store) {
@@ -757,7 +758,7 @@ impl Worker {
             Work::Remote { route, .. } => (route.as_str(), None),
         };
         let chain = if let Work::Remote { chain, .. } = &work { chain.clone() } else { CallChain::default() };
-        self.set_tag(route, session.map_or(0, |s| s.id()));
+        self.set_tag(route, session);
         let tx = self.config.untrusted.then(|| Transaction::begin(session, &self.env.services));
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();
@@ -820,7 +821,12 @@ impl Worker {
             self.config.metrics.inc(&families::INSTANCES_CREATED, &[&self.config.server_type, "recycled"]);
             self.slot = None;
         }
-        crate::host::report_dropped(&mut self.tag.lock());
+        {
+            let mut tag = self.tag.lock();
+            crate::host::report_dropped(&mut tag);
+            // The session is not held past its call.
+            tag.who = crate::host::Who::default();
+        }
         let max = self.config.max_response;
         let outcome = match result {
             Ok(Ok(bytes)) if bytes.len() > max => Err(CallError::ResponseTooLarge { size: bytes.len(), max }),
@@ -867,7 +873,7 @@ impl Worker {
 
     fn execute_timer(&mut self, id: u64, payload: &[u8]) -> Result<(), CallError> {
         self.ensure()?;
-        self.set_tag("on-timer", 0);
+        self.set_tag("on-timer", None);
         let tx = self.config.untrusted.then(|| Transaction::begin(None, &self.env.services));
         let Some(slot) = self.slot.as_mut() else { return Err(CallError::Unavailable("no instance".into())) };
         let data = slot.store.data_mut();

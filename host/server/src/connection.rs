@@ -194,7 +194,7 @@ pub async fn run(
     }
     let uid = session.uid();
     match reason.fault() {
-        Some(kind) => net.faults.report(kind, || format!("session {id} ({remote}) closed: {reason}")),
+        Some(kind) => net.faults.report(kind, || format!("session {id} (uid {uid:?}, {remote}) closed: {reason}")),
         None if reason == CloseReason::Kicked => tracing::info!(session = id, uid, %remote, "closed: {reason}"),
         None => tracing::debug!(session = id, uid, %remote, "closed: {reason}"),
     }

@@ -275,7 +275,7 @@ fn answer(shared: &Shared, session: &Session, msg: &Message, route: &str, result
 fn respond(wire: &Wire, session: &Session, id: u64, route: &str, result: Result<Bytes, PitayaError>) {
     let packet = match result {
         Ok(body) => wire.response(id, body).unwrap_or_else(|e| {
-            tracing::warn!(session = session.id(), route, "cannot encode response: {e}");
+            tracing::warn!(session = session.id(), uid = session.uid(), route, "cannot encode response: {e}");
             wire.error(id, &internal(route))
         }),
         Err(e) => wire.error(id, &e),
@@ -284,7 +284,7 @@ fn respond(wire: &Wire, session: &Session, id: u64, route: &str, result: Result<
     // the session's whole outgoing budget is answered with an error instead.
     if let Err(e) = session.send(packet) {
         if e.code == codes::BAD_REQUEST {
-            tracing::warn!(session = session.id(), route, "cannot send the response: {}", e.msg);
+            tracing::warn!(session = session.id(), uid = session.uid(), route, "cannot send the response: {}", e.msg);
             let _ = session.send(wire.error(id, &internal(route)));
         }
     }
@@ -332,7 +332,7 @@ async fn forward(shared: &Shared, frontend: &str, session: &Arc<Session>, msg: &
             Err(ClusterError::NoResponders(id)) => shared.cluster.mark_silent(&id),
             Err(ClusterError::Timeout) => return Err(messages::timeout_error(timeout, &full, &target.id, &frontend_id)),
             Err(e) => {
-                tracing::warn!(route = %full, server = %target.id, "forward failed: {e}");
+                tracing::warn!(session = session.id(), uid = session.uid(), route = %full, server = %target.id, "forward failed: {e}");
                 return Err(PitayaError::new(codes::INTERNAL, format!("no servers available of this type: {}", msg.route)));
             }
         }

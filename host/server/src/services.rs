@@ -304,7 +304,7 @@ impl Services {
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(route, server = %server.id, "rpc failed: {e}");
+                    tracing::warn!(server_type = %caller.server_type, route, server = %server.id, "rpc failed: {e}");
                     Err(GuestError::new(codes::INTERNAL, format!("no servers available of this type: {server_type}")))
                 }
             };
