@@ -501,3 +501,30 @@ async fn a_lost_lease_is_granted_again_and_the_keys_written_again() {
     let (_, descriptor) = net.registered().into_iter().find(|(k, _)| k == "pitaya/servers/room/room-1").expect("registered");
     assert_eq!(descriptor["id"], json!("room-1"));
 }
+
+/// A burst of messages faster than a server takes them from a subscription of
+/// `cluster.nats_buffer = 1`: the NATS client drops what does not fit (a slow consumer), and
+/// `pitaya_rpc_server_dropped_messages` counts them, and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_nats_client_drops_are_counted() {
+    let project = test_project();
+    let mut net = ClusterNet::start().await;
+    let port = kiwano_tests::services::free_port();
+    net.env.push(("KIWANO_CLUSTER_NATS_BUFFER".into(), "1".into()));
+    net.env.push(("KIWANO_APP_HTTP".into(), format!("127.0.0.1:{port}")));
+    let room = net.server(&project, "room", "room-1", false).await;
+    let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dropped = || async move {
+        let text = http_request(http, "GET", "/metrics").await.text();
+        text.lines().find(|l| l.starts_with("pitaya_rpc_server_dropped_messages{")).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(dropped().await, Some(0.0));
+    let tap = async_nats::connect(net.nats.url()).await.expect("connects");
+    for _ in 0..5000 {
+        tap.publish("pitaya/servers/room/room-1", bytes::Bytes::from_static(b"not a request")).await.expect("publish");
+    }
+    tap.flush().await.expect("flush");
+    eventually_async("drops counted", WAIT, || async { dropped().await.is_some_and(|n| n > 0.0) }).await;
+    assert!(room.logs().contains("slow consumer"), "{}", room.logs());
+    drop(room);
+}
