@@ -21,11 +21,17 @@ fn project(name: &str, http: &str) -> std::path::PathBuf {
 }
 
 fn run(dir: &std::path::Path) -> (bool, String) {
+    run_with(dir, &[])
+}
+
+/// `kiwano run <dir>` with `env` set (and no `KIWANO_*` of ours); whether it succeeded, and its
+/// output.
+fn run_with(dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(kiwano_bin());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KIWANO_")) {
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KIWANO_") || k.starts_with("OTEL_")) {
         cmd.env_remove(k);
     }
-    let out = cmd.arg("run").arg(dir).output().expect("kiwano runs");
+    let out = cmd.arg("run").arg(dir).envs(env.iter().copied()).output().expect("kiwano runs");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -41,6 +47,18 @@ fn a_bind_error_names_the_http_listener_and_its_cause_once() {
     assert!(!output.contains("server type http"), "{output}");
     // Redirected: no terminal colour codes.
     assert!(!output.contains('\u{1b}'), "{output:?}");
+}
+
+#[test]
+fn an_otlp_protocol_other_than_grpc_is_refused_naming_the_variable() {
+    let dir = project("otlp", "");
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")];
+    let (ok, output) = run_with(&dir, &env);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains(r#"OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf": Kiwano exports OTLP over grpc only (as Go Pitaya v3 does)"#),
+        "{output}"
+    );
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! standard `OTEL_*` variables: on when `OTEL_EXPORTER_OTLP_ENDPOINT` or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (and `OTEL_SDK_DISABLED` is not `true`);
 //! `OTEL_TRACES_SAMPLER`/`_ARG` choose the sampler, `OTEL_SERVICE_NAME` and
-//! `OTEL_RESOURCE_ATTRIBUTES` the resource, `OTEL_BSP_*` the batching. The context crosses
+//! `OTEL_RESOURCE_ATTRIBUTES` the resource, `OTEL_BSP_*` the batching;
+//! `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`, if set, must be `grpc` ([`protocol`]). The context crosses
 //! processes as W3C Trace Context under `otel-span` in the RPC metadata (the server library's
 //! `trace` module), the propagator installed here.
 //!
@@ -37,6 +38,7 @@ pub fn layer<S>(service: &str) -> Result<(tracing_opentelemetry::OpenTelemetryLa
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
+    protocol()?;
     let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build().map_err(|e| format!("OTLP exporter: {e}"))?;
     let mut resource = opentelemetry_sdk::Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
@@ -49,6 +51,24 @@ where
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
     let tracer = provider.tracer("pitaya");
     Ok((tracing_opentelemetry::layer().with_tracer(tracer), Traces { provider }))
+}
+
+/// Checks the OTLP protocol asked for: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`, must be `grpc` when set (the exporter speaks OTLP over gRPC
+/// only, as Go Pitaya v3's does): another is refused rather than sent gRPC to an HTTP collector.
+///
+/// # Errors
+/// A protocol other than `grpc`, naming the variable.
+pub fn protocol() -> Result<(), String> {
+    for var in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        if let Ok(p) = std::env::var(var) {
+            return match p.trim() {
+                "grpc" => Ok(()),
+                other => Err(format!("{var}: {other:?}: Kiwano exports OTLP over grpc only (as Go Pitaya v3 does); point it at a collector's gRPC port (4317)")),
+            };
+        }
+    }
+    Ok(())
 }
 
 /// The share of new traces to sample, from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`
