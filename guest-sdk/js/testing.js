@@ -401,7 +401,7 @@ function metricsHost(st) {
         const same = known.help === help && known.kind === kind && sameList(known.labels, labels) && sameList(known.buckets, effective);
         if (!same) {
           throw refuse(
-            `metric ${rustDebug(name)} is already declared with other labels, kind, help or buckets (by server type ${SERVER_TYPE}); a changed metric needs a new name, or a restart`,
+            `metric ${rustDebug(name)} is already declared with other labels, kind, help or buckets (by server type ${SERVER_TYPE}); a changed metric needs a new name, or a new version of the one server type declaring it`,
           );
         }
         st.metricNames.set(name, known.id);

@@ -386,9 +386,10 @@ pub mod log {
 /// The host checks what a metric is and what is recorded, and bounds it: at most 128 metrics and
 /// `servers.<type>.max_metric_series` series (distinct label values, 1000 by default) per server
 /// type, label values of at most 128 bytes. Its errors come back unchanged: `PIT-400` for a
-/// mistake (a bad name, a wrong number of label values, a counter going down, a metric declared
-/// again with other labels), `PIT-500` past a limit. Recordings are not held back in untrusted
-/// mode.
+/// mistake (a bad name, a wrong number of label values, a counter going down, a metric another
+/// server type declares with other labels), `PIT-500` past a limit. A new version of the
+/// component (hot reload) may change a metric: declared on first use, the new spec replaces the
+/// old in `/metrics` at once. Recordings are not held back in untrusted mode.
 pub mod metrics {
     use super::with;
     use crate::Error;

@@ -1,6 +1,7 @@
 //! Hot reload: a server type's component replaced while players stay connected — through the
 //! admin endpoint of the HTTP listener and through `kiwano run --watch` — with no request
-//! failing and no connection dropping during the swap, session data carried over, and a
+//! failing and no connection dropping during the swap, session data carried over, a guest's
+//! changed metric exported from the moment its version serves, and a
 //! component that fails to compile or to `init` refused while the running one keeps serving.
 
 use std::time::Duration;
@@ -144,4 +145,38 @@ async fn run_watch_swaps_in_a_changed_component() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(p.logs().contains("hot reload: the new version serves"), "{}", p.logs());
+}
+
+/// A new version that changes one of its own metrics (a label more): from the moment it serves,
+/// `/metrics` has the new family in place of the old, whose series go with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_may_change_its_own_metrics() {
+    let v1 = guest("testbed-guest");
+    let v2 = testbed_variant("metric-shard", &[("TESTBED_VERSION", "2"), ("TESTBED_METRIC_SHARD", "eu")]);
+    let path = deployed("metric", &v1);
+    let server = TestServer::with(TestConfig {
+        component: Some(path.clone()),
+        extra: format!("[app]\nhttp = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n"),
+        metrics: true,
+        ..Default::default()
+    })
+    .await;
+    let scrape = || async { http_request(server.server.http_address().expect("http"), "GET", "/metrics").await.text() };
+    let old = r#"kiwano_guest_testbed_requests_total{game="",kind="small",server_type="testbed"} 1"#;
+    let new = r#"kiwano_guest_testbed_requests_total{game="",kind="small",server_type="testbed",shard="eu"} 1"#;
+    let mut c = server.client(Transport::Tcp).await;
+    assert_eq!(&c.request("test.metric", b"small").await.unwrap().data[..], b"counted");
+    let text = scrape().await;
+    assert!(text.lines().any(|l| l == old), "{text}");
+
+    std::fs::copy(&v2, &path).unwrap();
+    let r = admin(&server, "POST", "/admin/reload/testbed", Some(TOKEN)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(version(&mut c).await, "2");
+    assert_eq!(&c.request("test.metric", b"small").await.unwrap().data[..], b"counted");
+    let text = scrape().await;
+    assert!(text.lines().any(|l| l == new), "{text}");
+    assert!(!text.contains(r#"kind="small",server_type="testbed"}"#), "the old family's series are gone: {text}");
+    assert_eq!(text.matches("# TYPE kiwano_guest_testbed_requests_total counter").count(), 1, "{text}");
+    server.server.shutdown().await;
 }

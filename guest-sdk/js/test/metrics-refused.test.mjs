@@ -44,7 +44,7 @@ test('a spec the host refuses: its error on first use', () => {
   refused(
     () => metrics.counter('twice', { help: 'another help' }).inc(),
     'PIT-400',
-    'metric "twice" is already declared with other labels, kind, help or buckets (by server type test); a changed metric needs a new name, or a restart',
+    'metric "twice" is already declared with other labels, kind, help or buckets (by server type test); a changed metric needs a new name, or a new version of the one server type declaring it',
   );
   metrics.counter('twice', { help: 'one help' }).inc(2);
   assert.equal(metricValue('twice'), 3);

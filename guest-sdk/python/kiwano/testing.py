@@ -394,7 +394,7 @@ class _MockHost:
                 raise Error(
                     "PIT-400",
                     f"metric {_debug_str(name)} is already declared with other labels, kind, help or buckets "
-                    f"(by server type {_SERVER_TYPE}); a changed metric needs a new name, or a restart",
+                    f"(by server type {_SERVER_TYPE}); a changed metric needs a new name, or a new version of the one server type declaring it",
                 )
             self.metric_names[name] = known[0]
             return known[0]

@@ -812,7 +812,7 @@ class MetricsTests(unittest.TestCase):
             (
                 "PIT-400",
                 'metric "twice" is already declared with other labels, kind, help or buckets (by server type test); '
-                "a changed metric needs a new name, or a restart",
+                "a changed metric needs a new name, or a new version of the one server type declaring it",
             ),
         )
         same = metrics.counter("twice", "one help")

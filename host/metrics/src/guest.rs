@@ -8,8 +8,10 @@
 //! at most [`MAX_LABEL_VALUE`] bytes — a mod cannot grow the registry without bound.
 //!
 //! A name is one metric for the whole process: server types declaring the same name must declare
-//! the same spec, and a changed spec (a new version of the component, hot reloaded) is refused
-//! until a restart, as a Prometheus registry cannot hold two families of one name.
+//! the same spec. A new version of a server type's component (hot reloaded) may change the spec
+//! of a metric that only its type declares: the new family replaces the old one when that
+//! version serves ([`GuestMetrics::commit`]), and is dropped if the version is refused
+//! ([`GuestMetrics::discard`]) — a Prometheus registry holds one family per name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,11 +90,18 @@ pub struct DynamicFamily {
     pub buckets: Vec<f64>,
 }
 
-/// The series of a [`DynamicFamily`], registered with an exporter.
+/// The series of a [`DynamicFamily`], made by an exporter; exported once registered.
 pub trait Vector: Send + Sync {
     /// The series of `labels` (one value per label name, `server_type` first); `None` when the
     /// exporter refuses them (its reason logged).
     fn series(&self, labels: &[&str]) -> Option<Arc<dyn Series>>;
+    /// Exports the family (with what was recorded into it so far).
+    ///
+    /// # Errors
+    /// The exporter refuses it (another family of its name is registered).
+    fn register(&self) -> Result<(), String>;
+    /// Stops exporting the family.
+    fn unregister(&self);
 }
 
 /// Why a guest's declaration or recording was refused.
@@ -122,27 +131,39 @@ struct Declared {
     /// The name as declared first.
     name: String,
     family: DynamicFamily,
-    /// Who declared it first.
-    owner: String,
     /// `None` with metrics disabled.
     vector: Option<Arc<dyn Vector>>,
+}
+
+/// The family exported under a name, and the server types that declared it.
+struct Exported {
+    declared: Arc<Declared>,
+    owners: std::collections::BTreeSet<String>,
 }
 
 /// The process's guest metrics, by exported name.
 #[derive(Default)]
 pub(crate) struct Registry {
-    families: Mutex<HashMap<String, Arc<Declared>>>,
-    scopes: Mutex<HashMap<String, GuestMetrics>>,
+    families: Mutex<HashMap<String, Exported>>,
+    scopes: Mutex<HashMap<String, Arc<Scope>>>,
 }
 
-/// One server type's guest metrics: what its instances (of every version) declare and record,
-/// with its limits. Cheap to clone.
+/// One server type's guest metrics, as one version of its component declares and records
+/// them, with the type's limits. Cheap to clone.
 #[derive(Clone)]
-pub struct GuestMetrics(Arc<Scope>);
+pub struct GuestMetrics {
+    scope: Arc<Scope>,
+    /// The component version (1 at start, one more per hot reload).
+    version: u64,
+}
 
 impl std::fmt::Debug for GuestMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestMetrics").field("server_type", &self.0.server_type).field("max_series", &self.0.max_series).finish()
+        f.debug_struct("GuestMetrics")
+            .field("server_type", &self.scope.server_type)
+            .field("version", &self.version)
+            .field("max_series", &self.scope.max_series)
+            .finish()
     }
 }
 
@@ -158,8 +179,12 @@ struct Scope {
 struct ScopeState {
     /// By id.
     metrics: Vec<Arc<Declared>>,
-    /// Exported name → id.
-    ids: HashMap<String, u32>,
+    /// (Version, exported name) → id.
+    ids: HashMap<(u64, String), u32>,
+    /// The version serving (0 before the first commit).
+    serving: u64,
+    /// Changed families declared by a version not serving yet, exported when it does.
+    staged: Vec<(u64, Arc<Declared>)>,
     /// By id, then label values.
     series: Vec<HashMap<Vec<String>, SeriesHandle>>,
     /// Series over all metrics.
@@ -169,21 +194,23 @@ struct ScopeState {
 }
 
 impl Registry {
-    /// The scope of `server_type`, made on first use with `max_series`.
+    /// The scope of `server_type`, made on first use with `max_series`, as version 1 sees it.
     pub(crate) fn scope(self: &Arc<Self>, sink: Option<Arc<dyn Sink>>, server_type: &str, max_series: usize) -> GuestMetrics {
-        self.scopes
+        let scope = self
+            .scopes
             .lock()
             .entry(server_type.to_owned())
             .or_insert_with(|| {
-                GuestMetrics(Arc::new(Scope {
+                Arc::new(Scope {
                     server_type: server_type.to_owned(),
                     max_series,
                     registry: self.clone(),
                     sink,
                     state: Mutex::new(ScopeState::default()),
-                }))
+                })
             })
-            .clone()
+            .clone();
+        GuestMetrics { scope, version: 1 }
     }
 }
 
@@ -266,53 +293,120 @@ impl GuestMetrics {
         Arc::new(Registry::default()).scope(None, server_type, max_series)
     }
 
+    /// The same server type's metrics as version `version` of its component declares them.
+    #[must_use]
+    pub fn version(&self, version: u64) -> Self {
+        Self { scope: self.scope.clone(), version }
+    }
+
     /// The server type.
     pub fn server_type(&self) -> &str {
-        &self.0.server_type
+        &self.scope.server_type
     }
 
     /// Declares a metric; returns its id, the same for every declaration of the same spec by
     /// this server type.
     ///
     /// # Errors
-    /// A spec breaking the rules of the WIT `metric-spec`, one differing from an earlier
-    /// declaration of its name, or (`limit`) the server type's [`MAX_METRICS`]-th metric.
+    /// A spec breaking the rules of the WIT `metric-spec`; one differing from the spec another
+    /// server type declared under its name, or from this version's own or a newer version's;
+    /// or (`limit`) this version's [`MAX_METRICS`]-th metric.
     pub fn declare(&self, spec: &GuestSpec) -> Result<u32, GuestMetricError> {
-        let scope = &*self.0;
+        let scope = &*self.scope;
+        let version = self.version;
         let reserved = scope.sink.as_ref().map(|s| s.const_labels()).unwrap_or_default();
         let family = family(spec, &reserved)?;
         let mut state = scope.state.lock();
-        if let Some(&id) = state.ids.get(&family.name) {
-            let known = &state.metrics[id as usize];
-            return if known.family == family { Ok(id) } else { Err(changed(&spec.name, &known.owner)) };
+        let state = &mut *state;
+        if let Some(&id) = state.ids.get(&(version, family.name.clone())) {
+            return if state.metrics[id as usize].family == family { Ok(id) } else { Err(changed(&spec.name, &scope.server_type)) };
         }
-        if state.metrics.len() >= MAX_METRICS {
+        if state.ids.keys().filter(|(v, _)| *v == version).count() >= MAX_METRICS {
             return Err(GuestMetricError {
                 limit: true,
                 msg: format!("metric limit reached: server type {} declares at most {MAX_METRICS} metrics", scope.server_type),
             });
         }
         let declared = {
-            let mut families = scope.registry.families.lock();
-            match families.get(&family.name) {
-                Some(known) if known.family == family => known.clone(),
-                Some(known) => return Err(changed(&spec.name, &known.owner)),
-                None => {
-                    let vector = match &scope.sink {
-                        Some(sink) => Some(sink.register(&family).map_err(|e| bad(format!("metric {:?}: cannot be exported: {e}", spec.name)))?),
-                        None => None,
-                    };
-                    let d = Arc::new(Declared { name: spec.name.clone(), family: family.clone(), owner: scope.server_type.clone(), vector });
-                    families.insert(family.name.clone(), d.clone());
-                    d
+                let mut families = scope.registry.families.lock();
+                match families.get_mut(&family.name) {
+                    Some(e) if e.declared.family == family => {
+                        e.owners.insert(scope.server_type.clone());
+                        e.declared.clone()
+                    }
+                    Some(e) => {
+                        let others = e.owners.iter().find(|o| **o != scope.server_type);
+                        if let Some(other) = others {
+                            return Err(changed(&spec.name, other));
+                        }
+                        if version < state.serving {
+                            return Err(bad(format!("metric {:?} was changed by a newer version of server type {}", spec.name, scope.server_type)));
+                        }
+                        let d = Arc::new(Declared { name: spec.name.clone(), family: family.clone(), vector: self.vector(&family, &spec.name)? });
+                        if version > state.serving && state.serving != 0 {
+                            // Exported when this version serves (`commit`), dropped if it is refused.
+                            state.staged.push((version, d.clone()));
+                        } else {
+                            swap(scope, state, e, d.clone())?;
+                        }
+                        d
+                    }
+                    None => {
+                        let d = Arc::new(Declared { name: spec.name.clone(), family: family.clone(), vector: self.vector(&family, &spec.name)? });
+                        if let Some(v) = &d.vector {
+                            v.register().map_err(|e| bad(format!("metric {:?}: cannot be exported: {e}", spec.name)))?;
+                        }
+                        let owners = std::iter::once(scope.server_type.clone()).collect();
+                        families.insert(family.name.clone(), Exported { declared: d.clone(), owners });
+                        d
+                    }
                 }
+        };
+        let id = match state.metrics.iter().position(|d| Arc::ptr_eq(d, &declared)) {
+            Some(i) => u32::try_from(i).unwrap_or(u32::MAX),
+            None => {
+                state.metrics.push(declared);
+                state.series.push(HashMap::new());
+                u32::try_from(state.metrics.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        let id = u32::try_from(state.metrics.len()).unwrap_or(u32::MAX);
-        state.ids.insert(family.name, id);
-        state.metrics.push(declared);
-        state.series.push(HashMap::new());
+        state.ids.insert((version, family.name), id);
         Ok(id)
+    }
+
+    /// The exporter's vector for `family`, not registered yet; `None` without an exporter.
+    fn vector(&self, family: &DynamicFamily, name: &str) -> Result<Option<Arc<dyn Vector>>, GuestMetricError> {
+        match &self.scope.sink {
+            Some(sink) => sink.vector(family).map(Some).map_err(|e| bad(format!("metric {name:?}: cannot be exported: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// This version serves now: the families it changed replace the old ones in the export
+    /// (their series no longer count against the limit), and older versions' declarations of
+    /// a changed metric are refused from now on.
+    pub fn commit(&self) {
+        let scope = &*self.scope;
+        let mut state = scope.state.lock();
+        let state = &mut *state;
+        state.serving = state.serving.max(self.version);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut state.staged).into_iter().partition(|(v, _)| *v == self.version);
+        state.staged = rest.into_iter().filter(|(v, _)| *v > self.version).collect();
+        let mut families = scope.registry.families.lock();
+        for (_, d) in mine {
+            if let Some(e) = families.get_mut(&d.family.name)
+                && let Err(e) = swap(scope, state, e, d)
+            {
+                tracing::error!(server_type = %scope.server_type, "{e}");
+            }
+        }
+    }
+
+    /// This version was refused: the families it changed are dropped, never exported.
+    pub fn discard(&self) {
+        let mut state = self.scope.state.lock();
+        state.staged.retain(|(v, _)| *v != self.version);
+        state.ids.retain(|(v, _), _| *v != self.version);
     }
 
     /// Adds `v` to a counter (`v` ≥ 0) or a gauge series.
@@ -345,7 +439,7 @@ impl GuestMetrics {
     /// value over [`MAX_LABEL_VALUE`] bytes, a value not finite, a counter going down, and
     /// (`limit`) a new series past the server type's limit.
     fn record(&self, op: Op, id: u32, labels: &[String], v: f64) -> Result<(), GuestMetricError> {
-        let scope = &*self.0;
+        let scope = &*self.scope;
         let mut state = scope.state.lock();
         let state = &mut *state;
         let Some(metric) = state.metrics.get(id as usize) else { return Err(bad(format!("no metric with id {id}"))) };
@@ -411,8 +505,25 @@ impl GuestMetrics {
 
 fn changed(name: &str, owner: &str) -> GuestMetricError {
     bad(format!(
-        "metric {name:?} is already declared with other labels, kind, help or buckets (by server type {owner}); a changed metric needs a new name, or a restart"
+        "metric {name:?} is already declared with other labels, kind, help or buckets (by server type {owner}); a changed metric needs a new name, or a new version of the one server type declaring it"
     ))
+}
+
+/// Exports `new` in place of the family `e` holds; the old one's series no longer count.
+fn swap(scope: &Scope, state: &mut ScopeState, e: &mut Exported, new: Arc<Declared>) -> Result<(), GuestMetricError> {
+    if let Some(old) = &e.declared.vector {
+        old.unregister();
+    }
+    if let Some(v) = &new.vector {
+        v.register().map_err(|err| bad(format!("metric {:?}: cannot be exported: {err}", new.name)))?;
+    }
+    if let Some(i) = state.metrics.iter().position(|d| Arc::ptr_eq(d, &e.declared)) {
+        state.count -= state.series[i].len();
+        state.series[i].clear();
+    }
+    tracing::info!(server_type = %scope.server_type, metric = %new.family.name, "a new version changed a guest metric: the new family is exported");
+    e.declared = new;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -475,12 +586,95 @@ mod tests {
         let lobby = metrics.guest("lobby", 10);
         assert_eq!(lobby.declare(&spec("level", GuestKind::Gauge, &[])), Ok(0), "ids are per server type");
         assert_eq!(lobby.declare(&kills), Ok(1));
-        let changed = r#"metric "kills" is already declared with other labels, kind, help or buckets (by server type room); a changed metric needs a new name, or a restart"#;
-        assert_eq!(refused(lobby.declare(&spec("kills", GuestKind::Counter, &["weapon", "map"]))), changed);
-        assert_eq!(refused(room.declare(&GuestSpec { help: "other".into(), ..kills.clone() })), changed);
+        let changed = |by: &str| {
+            format!(
+                r#"metric "kills" is already declared with other labels, kind, help or buckets (by server type {by}); a changed metric needs a new name, or a new version of the one server type declaring it"#
+            )
+        };
+        assert_eq!(refused(lobby.declare(&spec("kills", GuestKind::Counter, &["weapon", "map"]))), changed("lobby"), "its own declaration");
+        assert_eq!(refused(room.declare(&GuestSpec { help: "other".into(), ..kills.clone() })), changed("room"), "not within a version");
         let fresh = metrics.guest("shop", 10);
         assert_eq!(fresh.declare(&spec("kills", GuestKind::Gauge, &["weapon"])), Ok(0), "a gauge kiwano_guest_kills is another name");
-        assert_eq!(refused(fresh.declare(&spec("kills", GuestKind::Counter, &["map"]))), r#"metric "kills" is already declared with other labels, kind, help or buckets (by server type room); a changed metric needs a new name, or a restart"#);
+        assert_eq!(refused(fresh.declare(&spec("kills", GuestKind::Counter, &["map"]))), changed("lobby"));
+        assert_eq!(refused(room.version(2).declare(&spec("kills", GuestKind::Counter, &["map"]))), changed("lobby"), "two types declare it");
+    }
+
+    /// An exporter that tells which families it exports.
+    #[derive(Default)]
+    struct Exports(Arc<Mutex<Vec<String>>>);
+
+    struct Fam(String, Arc<Mutex<Vec<String>>>);
+
+    impl Vector for Fam {
+        fn series(&self, _: &[&str]) -> Option<Arc<dyn Series>> {
+            None
+        }
+        fn register(&self) -> Result<(), String> {
+            self.1.lock().push(self.0.clone());
+            Ok(())
+        }
+        fn unregister(&self) {
+            self.1.lock().retain(|f| *f != self.0);
+        }
+    }
+
+    impl Sink for Exports {
+        fn series(&self, _: &'static crate::Family, _: &[&str]) -> Option<Arc<dyn Series>> {
+            None
+        }
+        fn add(&self, _: &'static crate::Family, _: &[&str], _: f64) {}
+        fn set(&self, _: &'static crate::Family, _: &[&str], _: f64) {}
+        fn observe(&self, _: &'static crate::Family, _: &[&str], _: f64) {}
+        fn render(&self) -> (&'static str, String) {
+            ("text/plain", self.0.lock().join("\n"))
+        }
+        fn vector(&self, f: &DynamicFamily) -> Result<Arc<dyn Vector>, String> {
+            Ok(Arc::new(Fam(format!("{}{:?}", f.name, f.labels), self.0.clone())))
+        }
+        fn const_labels(&self) -> Vec<String> {
+            vec!["region".into()]
+        }
+    }
+
+    #[test]
+    fn a_new_version_changes_a_metric_when_it_serves() {
+        let exports = Arc::new(Exports::default());
+        let metrics = crate::Metrics::new(exports.clone());
+        let exported = || metrics.render().map(|r| r.1).unwrap_or_default();
+        let v1 = metrics.guest("room", 10);
+        v1.commit();
+        assert_eq!(refused(v1.declare(&spec("a", GuestKind::Gauge, &["region"]))), r#"metric "a": label name "region" is reserved"#);
+        assert_eq!(v1.declare(&spec("kills", GuestKind::Counter, &["weapon"])), Ok(0));
+        assert_eq!(exported(), r#"kiwano_guest_kills_total["server_type", "weapon"]"#);
+        let changed = spec("kills", GuestKind::Counter, &["weapon", "map"]);
+        // A version being loaded: its family waits, and the serving one stays exported.
+        let v2 = v1.version(2);
+        assert_eq!(v2.declare(&changed), Ok(1));
+        assert_eq!(v2.declare(&changed), Ok(1), "every instance of it");
+        assert_eq!(exported(), r#"kiwano_guest_kills_total["server_type", "weapon"]"#);
+        assert_eq!(v1.add(0, &values(&["axe"]), 1.0), Ok(()));
+        // Refused: dropped.
+        v2.discard();
+        assert_eq!(exported(), r#"kiwano_guest_kills_total["server_type", "weapon"]"#, "nothing left to swap in");
+        // Another version, which serves: its family replaces the old one.
+        let v3 = v1.version(3);
+        assert_eq!(v3.declare(&changed), Ok(2));
+        v3.commit();
+        assert_eq!(exported(), r#"kiwano_guest_kills_total["server_type", "weapon", "map"]"#);
+        assert_eq!(v3.add(2, &values(&["axe", "dust"]), 1.0), Ok(()));
+        // The old version's instances still record (into nothing) until they stop; a name it
+        // never declared that a newer version changed is refused to it.
+        assert_eq!(v1.add(0, &values(&["axe"]), 1.0), Ok(()));
+        assert_eq!(
+            refused(v1.version(2).declare(&spec("kills", GuestKind::Counter, &["weapon"]))),
+            r#"metric "kills" was changed by a newer version of server type room"#
+        );
+        // A serving version that declares a change late (a Rust guest declares on first use)
+        // swaps it in at once.
+        let v4 = v1.version(4);
+        v4.commit();
+        assert_eq!(v4.declare(&spec("kills", GuestKind::Counter, &["map"])), Ok(3));
+        assert_eq!(exported(), r#"kiwano_guest_kills_total["server_type", "map"]"#);
     }
 
     #[test]

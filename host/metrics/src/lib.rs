@@ -101,12 +101,12 @@ pub trait Sink: Send + Sync {
     fn observe(&self, family: &'static Family, labels: &[&str], v: f64);
     /// Everything recorded, in the exporter's format, with its content type.
     fn render(&self) -> (&'static str, String);
-    /// Registers a family declared at run time (a guest's metric, already checked by
-    /// [`guest`]); its series are resolved through the returned vector.
+    /// The vector of a family declared at run time (a guest's metric, already checked by
+    /// [`guest`]), exported once [`guest::Vector::register`]ed.
     ///
     /// # Errors
     /// The exporter refuses the family; the message says why.
-    fn register(&self, family: &guest::DynamicFamily) -> Result<Arc<dyn guest::Vector>, String>;
+    fn vector(&self, family: &guest::DynamicFamily) -> Result<Arc<dyn guest::Vector>, String>;
     /// The names of the constant labels every series carries (`game`, …), which a guest's
     /// metric may not use.
     fn const_labels(&self) -> Vec<String>;

@@ -75,6 +75,9 @@ pub struct PoolConfig {
     pub metrics: kiwano_metrics::Metrics,
     /// Series the guest's own metrics may hold (over all its metrics, versions and pools).
     pub max_metric_series: usize,
+    /// The version of the component this pool runs (1 at start, one more per hot reload), for
+    /// the guest's metrics: a new version may change their specs.
+    pub component_version: u64,
 }
 
 /// Request or notify.
@@ -308,7 +311,7 @@ impl ServerPool {
         let mut stats = Vec::new();
         let timers = Arc::new(Timers::default());
         let caller = Arc::new(Caller { server_type: config.server_type.clone(), server_id: config.server_id.clone() });
-        let guest_metrics = config.metrics.guest(&config.server_type, config.max_metric_series);
+        let guest_metrics = config.metrics.guest(&config.server_type, config.max_metric_series).version(config.component_version);
         let rt = tokio::runtime::Handle::try_current().ok();
         let fail = |msg: String| RuntimeError::Instance { server_type: config.server_type.clone(), msg };
         let mut workers = Vec::new();

@@ -179,6 +179,7 @@ impl Server {
                 untrusted: st.untrusted,
                 metrics: metrics.clone(),
                 max_metric_series: st.max_metric_series,
+                component_version: 1,
             };
             let fixed_affinity = match st.parsed_affinity() {
                 Ok(AffinitySetting::Fixed(a)) => Some(a),

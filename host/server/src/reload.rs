@@ -75,6 +75,12 @@ impl std::fmt::Debug for Loader {
 }
 
 impl Loader {
+    /// The guest metrics of version `number` of this server type.
+    fn guest_metrics(&self, number: u64) -> kiwano_metrics::GuestMetrics {
+        let c = &self.pool_config;
+        c.metrics.guest(&c.server_type, c.max_metric_series).version(number)
+    }
+
     /// Compiles (or loads from the cache), instantiates and `init`s the component: CPU work,
     /// for a blocking thread.
     ///
@@ -82,13 +88,14 @@ impl Loader {
     /// The component unreadable, invalid, or failing to instantiate or `init`.
     pub fn load(&self, number: u64) -> Result<Version, RuntimeError> {
         let component = Component::load(&self.runtime, &self.path)?;
-        let pool = ServerPool::start(&self.runtime, &component, self.pool_config.clone(), self.services.clone())?;
+        let config = PoolConfig { component_version: number, ..self.pool_config.clone() };
+        let pool = ServerPool::start(&self.runtime, &component, config.clone(), self.services.clone())?;
         // Remotes get instances of their own: an RPC never waits behind client calls, and a
         // handler's RPC to its own type cannot wait on itself.
         let remotes = if pool.description().remotes.is_empty() {
             None
         } else {
-            let cfg = PoolConfig { instances: self.remote_instances, remotes: true, ..self.pool_config.clone() };
+            let cfg = PoolConfig { instances: self.remote_instances, remotes: true, ..config };
             Some(ServerPool::start(&self.runtime, &component, cfg, self.services.clone())?)
         };
         let affinity = self.fixed_affinity.clone().unwrap_or_else(|| pool.description().affinity.clone().unwrap_or(Affinity::Session));
@@ -111,6 +118,7 @@ pub struct Versions {
 impl Versions {
     /// Starts with `first` (version 1).
     pub fn new(first: Version, loader: Loader) -> Self {
+        loader.guest_metrics(first.number).commit();
         Self { current: RwLock::new(Arc::new(first)), loader, next: AtomicU64::new(2), reloading: tokio::sync::Mutex::new(()), rejected: AtomicU64::new(0) }
     }
 
@@ -134,15 +142,20 @@ impl Versions {
             .map_err(|e| RuntimeError::Instance { server_type: server_type.to_owned(), msg: format!("loading panicked: {e}") });
         let new = match loaded.and_then(|r| r) {
             Ok(v) => v,
-            Err(e) => return Err(self.refused(server_type, e.into())),
+            Err(e) => {
+                self.loader.guest_metrics(number).discard();
+                return Err(self.refused(server_type, e.into()));
+            }
         };
         let old = self.current();
         if let Err(why) = compatible(&old, &new) {
+            self.loader.guest_metrics(number).discard();
             tokio::spawn(async move { stop(&new).await });
             return Err(self.refused(server_type, ReloadError::Incompatible { server_type: server_type.to_owned(), why }));
         }
         self.next.store(number + 1, Ordering::Relaxed);
         let old = std::mem::replace(&mut *self.current.write(), Arc::new(new));
+        self.loader.guest_metrics(number).commit();
         tracing::info!(server_type, version = number, previous = old.number, took = ?started.elapsed(), path = %self.loader.path.display(), "hot reload: the new version serves");
         self.loader.pool_config.metrics.inc(&kiwano_metrics::families::RELOADS, &[server_type, "ok"]);
         // The old instances stop once every call that picked them has ended (bounded by the

@@ -37,7 +37,13 @@ pub struct Prometheus {
     own_labels: HashMap<String, String>,
     /// The names of all constant labels.
     const_names: Vec<String>,
+    /// Guests' families exported now, by name. Apart from `registry`, which never lets a name
+    /// come back with other labels: a new version of a guest may change its metric.
+    guests: Guests,
 }
+
+/// Guests' exported families, by name.
+type Guests = Arc<parking_lot::Mutex<std::collections::BTreeMap<String, Box<dyn prometheus::core::Collector>>>>;
 
 impl std::fmt::Debug for Prometheus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,7 +96,8 @@ impl Prometheus {
             series.insert(key(family), s);
         }
         let const_names = const_labels.keys().cloned().collect();
-        Ok(Self { registry, series, own_labels, const_names })
+        let guests = Guests::default();
+        Ok(Self { registry, series, own_labels, const_names, guests })
     }
 
     fn misuse(family: &Family, what: &str) {
@@ -133,19 +140,48 @@ impl SeriesApi for Resolved {
     }
 }
 
-/// A guest's family: a vector of the `prometheus` crate's.
-enum Dynamic {
+/// A guest's family: a vector of the `prometheus` crate's, and where it is exported.
+struct Dynamic {
+    name: String,
+    vec: DynamicVec,
+    guests: Guests,
+}
+
+enum DynamicVec {
     Counter(CounterVec),
     Gauge(GaugeVec),
     Histogram(HistogramVec),
 }
 
+impl Dynamic {
+    fn collector(&self) -> Box<dyn prometheus::core::Collector> {
+        match &self.vec {
+            DynamicVec::Counter(c) => Box::new(c.clone()),
+            DynamicVec::Gauge(g) => Box::new(g.clone()),
+            DynamicVec::Histogram(h) => Box::new(h.clone()),
+        }
+    }
+}
+
 impl Vector for Dynamic {
+    fn register(&self) -> Result<(), String> {
+        let mut guests = self.guests.lock();
+        if guests.contains_key(&self.name) {
+            return Err(format!("another family named {} is exported", self.name));
+        }
+        guests.insert(self.name.clone(), self.collector());
+        Ok(())
+    }
+
+    fn unregister(&self) {
+        self.guests.lock().remove(&self.name);
+    }
+
     fn series(&self, labels: &[&str]) -> Option<Arc<dyn SeriesApi>> {
-        let resolved = match self {
-            Self::Counter(c) => c.get_metric_with_label_values(labels).map(Resolved::Counter),
-            Self::Gauge(g) => g.get_metric_with_label_values(labels).map(Resolved::Gauge),
-            Self::Histogram(h) => h.get_metric_with_label_values(labels).map(Resolved::Histogram),
+        let resolved = match &self.vec {
+            DynamicVec::Counter(c) => c.get_metric_with_label_values(labels).map(Resolved::Counter),
+            DynamicVec::Gauge(g) => g.get_metric_with_label_values(labels).map(Resolved::Gauge),
+            DynamicVec::Histogram(h) => h.get_metric_with_label_values(labels).map(Resolved::Histogram),
         };
         match resolved {
             Ok(r) => Some(Arc::new(r)),
@@ -208,22 +244,16 @@ impl Sink for Prometheus {
         }
     }
 
-    fn register(&self, family: &DynamicFamily) -> Result<Arc<dyn Vector>, String> {
+    fn vector(&self, family: &DynamicFamily) -> Result<Arc<dyn Vector>, String> {
         let opts = Opts::new(&family.name, &family.help).const_labels(self.own_labels.clone());
         let labels: Vec<&str> = family.labels.iter().map(String::as_str).collect();
-        let v = match family.kind {
-            GuestKind::Counter => CounterVec::new(opts, &labels).map(Dynamic::Counter),
-            GuestKind::Gauge => GaugeVec::new(opts, &labels).map(Dynamic::Gauge),
-            GuestKind::Histogram => HistogramVec::new(HistogramOpts::from(opts).buckets(family.buckets.clone()), &labels).map(Dynamic::Histogram),
+        let vec = match family.kind {
+            GuestKind::Counter => CounterVec::new(opts, &labels).map(DynamicVec::Counter),
+            GuestKind::Gauge => GaugeVec::new(opts, &labels).map(DynamicVec::Gauge),
+            GuestKind::Histogram => HistogramVec::new(HistogramOpts::from(opts).buckets(family.buckets.clone()), &labels).map(DynamicVec::Histogram),
         }
         .map_err(|e| e.to_string())?;
-        let collector: Box<dyn prometheus::core::Collector> = match &v {
-            Dynamic::Counter(c) => Box::new(c.clone()),
-            Dynamic::Gauge(g) => Box::new(g.clone()),
-            Dynamic::Histogram(h) => Box::new(h.clone()),
-        };
-        self.registry.register(collector).map_err(|e| e.to_string())?;
-        Ok(Arc::new(v))
+        Ok(Arc::new(Dynamic { name: family.name.clone(), vec, guests: self.guests.clone() }))
     }
 
     fn const_labels(&self) -> Vec<String> {
@@ -233,7 +263,10 @@ impl Sink for Prometheus {
     fn render(&self) -> (&'static str, String) {
         let mut out = Vec::new();
         let encoder = TextEncoder::new();
-        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+        let mut all = self.registry.gather();
+        all.extend(self.guests.lock().values().flat_map(|c| c.collect()).filter(|f| !f.get_metric().is_empty()));
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        if let Err(e) = encoder.encode(&all, &mut out) {
             tracing::error!("metrics: cannot encode: {e}");
         }
         ("text/plain; version=0.0.4; charset=utf-8", String::from_utf8_lossy(&out).into_owned())

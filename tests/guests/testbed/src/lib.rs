@@ -11,6 +11,10 @@ use serde_json::{Value, json};
 static INSTANCE: AtomicU32 = AtomicU32::new(u32::MAX);
 /// `test.metric`'s own metrics.
 static REQUESTS: kiwano_guest::metrics::Counter = kiwano_guest::metrics::Counter::new("testbed_requests", "test.metric requests, by kind", &["kind"]);
+/// `test.metric`'s counter in a build with `TESTBED_METRIC_SHARD` set: one label more (a new
+/// version changing a metric).
+static REQUESTS_SHARDED: kiwano_guest::metrics::Counter =
+    kiwano_guest::metrics::Counter::new("testbed_requests", "test.metric requests, by kind", &["kind", "shard"]);
 static PAYLOAD: kiwano_guest::metrics::Histogram =
     kiwano_guest::metrics::Histogram::new("testbed_payload_bytes", "test.metric payload sizes", &[], &[4.0, 64.0]);
 static SERVER_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -208,7 +212,10 @@ fn handlers(s: Server) -> Server {
     s.request_raw("test.echo", |_, b| Ok(b.to_vec()))
         // The guest's own metrics: a request of kind <body> and its size; the host's error as is.
         .request_raw("test.metric", |_, b| {
-            REQUESTS.inc(&[&text(b)])?;
+            match option_env!("TESTBED_METRIC_SHARD") {
+                Some(shard) => REQUESTS_SHARDED.inc(&[&text(b), shard])?,
+                None => REQUESTS.inc(&[&text(b)])?,
+            }
             PAYLOAD.observe(&[], b.len() as f64)?;
             Ok(b"counted".to_vec())
         })
