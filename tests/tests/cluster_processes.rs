@@ -528,3 +528,38 @@ async fn messages_the_nats_client_drops_are_counted() {
     assert!(room.logs().contains("slow consumer"), "{}", room.logs());
     drop(room);
 }
+
+/// NATS and etcd going away and coming back, as `/metrics` and `/readyz` show it:
+/// `kiwano_nats_connected` and `kiwano_etcd_connected` go to 0 and back to 1, and the server is
+/// not ready while NATS is away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_gauges_follow_nats_and_etcd() {
+    let project = test_project();
+    let mut net = ClusterNet::start().await;
+    let port = kiwano_tests::services::free_port();
+    net.env.push(("KIWANO_APP_HTTP".into(), format!("127.0.0.1:{port}")));
+    // The lease's keep-alive asks etcd every third of this.
+    net.env.push(("KIWANO_CLUSTER_LEASE_TTL".into(), "2s".into()));
+    let room = net.server(&project, "room", "room-1", false).await;
+    let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let gauge = |family: &'static str| async move {
+        let text = http_request(http, "GET", "/metrics").await.text();
+        text.lines().find(|l| l.starts_with(&format!("{family}{{"))).and_then(|l| l.rsplit(' ').next()).map(str::to_owned)
+    };
+    let is = |family: &'static str, want: &'static str| async move { gauge(family).await.as_deref() == Some(want) };
+    assert_eq!(gauge("kiwano_nats_connected").await.as_deref(), Some("1"));
+    assert_eq!(gauge("kiwano_etcd_connected").await.as_deref(), Some("1"));
+
+    net.etcd.stop();
+    eventually_async("etcd seen away", WAIT, || is("kiwano_etcd_connected", "0")).await;
+    net.etcd.restart().await;
+    eventually_async("etcd seen back", WAIT, || is("kiwano_etcd_connected", "1")).await;
+
+    net.nats.stop();
+    eventually_async("NATS seen away", WAIT, || is("kiwano_nats_connected", "0")).await;
+    assert_eq!(http_request(http, "GET", "/readyz").await.text(), "not connected to NATS\n");
+    net.nats.restart().await;
+    eventually_async("NATS seen back", WAIT, || is("kiwano_nats_connected", "1")).await;
+    eventually_async("ready again", WAIT, || async { http_request(http, "GET", "/readyz").await.status == 200 }).await;
+    drop(room);
+}
