@@ -172,6 +172,8 @@ struct Scope {
     max_series: usize,
     registry: Arc<Registry>,
     sink: Option<Arc<dyn Sink>>,
+    /// The exporter's constant labels, which a guest's metric may not use.
+    reserved: Vec<String>,
     state: Mutex<ScopeState>,
 }
 
@@ -205,6 +207,7 @@ impl Registry {
                     server_type: server_type.to_owned(),
                     max_series,
                     registry: self.clone(),
+                    reserved: sink.as_ref().map(|s| s.const_labels()).unwrap_or_default(),
                     sink,
                     state: Mutex::new(ScopeState::default()),
                 })
@@ -299,11 +302,6 @@ impl GuestMetrics {
         Self { scope: self.scope.clone(), version }
     }
 
-    /// The server type.
-    pub fn server_type(&self) -> &str {
-        &self.scope.server_type
-    }
-
     /// Declares a metric; returns its id, the same for every declaration of the same spec by
     /// this server type.
     ///
@@ -314,8 +312,7 @@ impl GuestMetrics {
     pub fn declare(&self, spec: &GuestSpec) -> Result<u32, GuestMetricError> {
         let scope = &*self.scope;
         let version = self.version;
-        let reserved = scope.sink.as_ref().map(|s| s.const_labels()).unwrap_or_default();
-        let family = family(spec, &reserved)?;
+        let family = family(spec, &scope.reserved)?;
         let mut state = scope.state.lock();
         let state = &mut *state;
         if let Some(&id) = state.ids.get(&(version, family.name.clone())) {
@@ -327,41 +324,37 @@ impl GuestMetrics {
                 msg: format!("metric limit reached: server type {} declares at most {MAX_METRICS} metrics", scope.server_type),
             });
         }
-        let declared = {
-                let mut families = scope.registry.families.lock();
-                match families.get_mut(&family.name) {
-                    Some(e) if e.declared.family == family => {
-                        e.owners.insert(scope.server_type.clone());
-                        e.declared.clone()
-                    }
-                    Some(e) => {
-                        let others = e.owners.iter().find(|o| **o != scope.server_type);
-                        if let Some(other) = others {
-                            return Err(changed(&spec.name, other));
-                        }
-                        if version < state.serving {
-                            return Err(bad(format!("metric {:?} was changed by a newer version of server type {}", spec.name, scope.server_type)));
-                        }
-                        let d = Arc::new(Declared { name: spec.name.clone(), family: family.clone(), vector: self.vector(&family, &spec.name)? });
-                        if version > state.serving && state.serving != 0 {
-                            // Exported when this version serves (`commit`), dropped if it is refused.
-                            state.staged.push((version, d.clone()));
-                        } else {
-                            swap(scope, state, e, d.clone())?;
-                        }
-                        d
-                    }
-                    None => {
-                        let d = Arc::new(Declared { name: spec.name.clone(), family: family.clone(), vector: self.vector(&family, &spec.name)? });
-                        if let Some(v) = &d.vector {
-                            v.register().map_err(|e| bad(format!("metric {:?}: cannot be exported: {e}", spec.name)))?;
-                        }
-                        let owners = std::iter::once(scope.server_type.clone()).collect();
-                        families.insert(family.name.clone(), Exported { declared: d.clone(), owners });
-                        d
-                    }
+        let mut families = scope.registry.families.lock();
+        let declared = match families.get_mut(&family.name) {
+            Some(e) if e.declared.family == family => {
+                e.owners.insert(scope.server_type.clone());
+                e.declared.clone()
+            }
+            Some(e) => {
+                if let Some(other) = e.owners.iter().find(|o| **o != scope.server_type) {
+                    return Err(changed(&spec.name, other));
                 }
+                if version < state.serving {
+                    return Err(bad(format!("metric {:?} was changed by a newer version of server type {}", spec.name, scope.server_type)));
+                }
+                let d = self.declared(spec, family.clone())?;
+                if version > state.serving && state.serving != 0 {
+                    // Exported when this version serves (`commit`), dropped if it is refused.
+                    state.staged.push((version, d.clone()));
+                } else {
+                    swap(scope, state, e, d.clone())?;
+                }
+                d
+            }
+            None => {
+                let d = self.declared(spec, family.clone())?;
+                export(&d)?;
+                let owners = std::iter::once(scope.server_type.clone()).collect();
+                families.insert(family.name.clone(), Exported { declared: d.clone(), owners });
+                d
+            }
         };
+        drop(families);
         let id = match state.metrics.iter().position(|d| Arc::ptr_eq(d, &declared)) {
             Some(i) => u32::try_from(i).unwrap_or(u32::MAX),
             None => {
@@ -374,12 +367,13 @@ impl GuestMetrics {
         Ok(id)
     }
 
-    /// The exporter's vector for `family`, not registered yet; `None` without an exporter.
-    fn vector(&self, family: &DynamicFamily, name: &str) -> Result<Option<Arc<dyn Vector>>, GuestMetricError> {
-        match &self.scope.sink {
-            Some(sink) => sink.vector(family).map(Some).map_err(|e| bad(format!("metric {name:?}: cannot be exported: {e}"))),
-            None => Ok(None),
-        }
+    /// A metric of `spec` with the exporter's vector for `family`, not exported yet.
+    fn declared(&self, spec: &GuestSpec, family: DynamicFamily) -> Result<Arc<Declared>, GuestMetricError> {
+        let vector = match &self.scope.sink {
+            Some(sink) => Some(sink.vector(&family).map_err(|e| unexported(&spec.name, &e))?),
+            None => None,
+        };
+        Ok(Arc::new(Declared { name: spec.name.clone(), family, vector }))
     }
 
     /// This version serves now: the families it changed replace the old ones in the export
@@ -509,14 +503,24 @@ fn changed(name: &str, owner: &str) -> GuestMetricError {
     ))
 }
 
+fn unexported(name: &str, why: &str) -> GuestMetricError {
+    bad(format!("metric {name:?}: cannot be exported: {why}"))
+}
+
+/// Exports a metric's family (nothing without an exporter).
+fn export(d: &Declared) -> Result<(), GuestMetricError> {
+    match &d.vector {
+        Some(v) => v.register().map_err(|e| unexported(&d.name, &e)),
+        None => Ok(()),
+    }
+}
+
 /// Exports `new` in place of the family `e` holds; the old one's series no longer count.
 fn swap(scope: &Scope, state: &mut ScopeState, e: &mut Exported, new: Arc<Declared>) -> Result<(), GuestMetricError> {
     if let Some(old) = &e.declared.vector {
         old.unregister();
     }
-    if let Some(v) = &new.vector {
-        v.register().map_err(|err| bad(format!("metric {:?}: cannot be exported: {err}", new.name)))?;
-    }
+    export(&new)?;
     if let Some(i) = state.metrics.iter().position(|d| Arc::ptr_eq(d, &e.declared)) {
         state.count -= state.series[i].len();
         state.series[i].clear();

@@ -245,7 +245,6 @@ impl Server {
         // stays at zero).
         metrics.add(&families::CONNECTED_CLIENTS, &[], 0.0);
         metrics.add(&families::EXCEEDED_RATE_LIMITING, &[], 0.0);
-        metrics.set(&families::RPC_DROPPED, &[], 0.0);
         for (name, st) in &config.servers {
             if st.frontend {
                 metrics.add(&families::SESSIONS, &[name], 0.0);
